@@ -1,0 +1,551 @@
+"""Functional core of the 3D context-fusion operators: pure, typed functions on tensors.
+
+Geometry convention (used by every operator here and documented in ``docs/operators.md``):
+a 2D kernel of size ``(kh, kw)`` becomes three *view kernels* on ``(D, H, W)``::
+
+    axial    (1,  kh, kw)   the 2D kernel in the H-W plane
+    coronal  (kh, 1,  kw)   the 2D kernel in the D-W plane
+    sagittal (kh, kw, 1 )   the 2D kernel in the D-H plane
+
+Each view kernel is placed inside a common *box* kernel of size ``(kh, max(kh, kw), kw)``, centred on every
+axis (offset ``(box - k) // 2``, so for even sizes the lower centre). Stride, padding and dilation are per-axis
+``(D, H, W)`` values that apply to the box: an ACS convolution equals ``F.conv3d`` with the box-sized,
+block-sparse kernel whose non-zeros are the view kernels (each output channel uses one view). For square
+kernels the box is ``K x K x K`` and the view kernels lie on its three centre planes (ACS paper, Algorithm 1).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "VIEWS",
+    "default_split",
+    "box_kernel_size",
+    "view_kernel_size",
+    "acs_conv3d",
+    "mean_acs_conv3d",
+    "acs_conv_transpose3d",
+    "plan_conv_views",
+    "run_conv_views",
+    "plan_transposed_views",
+    "run_transposed_views",
+    "a3d_fuse",
+    "tsm_shift",
+    "shift_depth",
+    "p3d_temporal",
+]
+
+VIEWS = ("axial", "coronal", "sagittal")
+_VIEW_AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}
+IntOr3 = int | Sequence[int]
+
+
+def _triple(value: IntOr3, name: str) -> tuple[int, int, int]:
+    if isinstance(value, int):
+        return (value, value, value)
+    values = tuple(int(v) for v in value)
+    if len(values) != 3:
+        raise ValueError(f"{name} must be an int or a (D, H, W) triple, got {value!r}")
+    return values  # type: ignore[return-value]
+
+
+def default_split(out_channels: int, groups: int = 1) -> tuple[int, int, int]:
+    """Split output channels into (axial, coronal, sagittal) parts, remainder to the first parts.
+
+    With ``groups > 1`` whole groups are split, so every part is a multiple of ``out_channels // groups``.
+
+    Args:
+        out_channels: number of output channels.
+        groups: convolution groups (default 1).
+
+    Returns:
+        The (axial, coronal, sagittal) channel counts; they sum to ``out_channels``.
+
+    Examples:
+        >>> default_split(64), default_split(10), default_split(2)
+        ((22, 21, 21), (4, 3, 3), (1, 1, 0))
+    """
+    unit = 1 if groups == 1 else out_channels // groups
+    units = out_channels // unit
+    base, rest = divmod(units, 3)
+    return tuple((base + (1 if i < rest else 0)) * unit for i in range(3))  # type: ignore[return-value]
+
+
+def _check_split(split: Sequence[int], out_channels: int, groups: int) -> tuple[int, int, int]:
+    parts = tuple(int(s) for s in split)
+    if len(parts) != 3 or any(p < 0 for p in parts) or sum(parts) != out_channels:
+        raise ValueError(
+            f"split must be three non-negative channel counts (axial, coronal, sagittal) summing to "
+            f"out_channels={out_channels}, got {tuple(split)}"
+        )
+    unit = 1 if groups == 1 else out_channels // groups
+    if any(p % unit for p in parts):
+        raise ValueError(
+            f"with groups={groups} every split part must be a multiple of out_channels // groups = {unit}, "
+            f"got {parts}"
+        )
+    return parts  # type: ignore[return-value]
+
+
+def box_kernel_size(kernel_hw: Sequence[int]) -> tuple[int, int, int]:
+    """The (D, H, W) size of the box kernel that holds the three view kernels of a 2D ``(kh, kw)`` kernel."""
+    kh, kw = int(kernel_hw[0]), int(kernel_hw[1])
+    return (kh, max(kh, kw), kw)
+
+
+def view_kernel_size(kernel_hw: Sequence[int], view: str) -> tuple[int, int, int]:
+    """The (D, H, W) kernel size of one view: axial (1, kh, kw), coronal (kh, 1, kw), sagittal (kh, kw, 1)."""
+    kh, kw = int(kernel_hw[0]), int(kernel_hw[1])
+    return {"axial": (1, kh, kw), "coronal": (kh, 1, kw), "sagittal": (kh, kw, 1)}[view]
+
+
+def _padding_pairs(
+    padding: str | IntOr3, box: Sequence[int], dilation: Sequence[int], stride: Sequence[int]
+) -> list[tuple[int, int]]:
+    if isinstance(padding, str):
+        if padding == "valid":
+            return [(0, 0)] * 3
+        if padding == "same":
+            if any(s != 1 for s in stride):
+                raise ValueError(f"padding='same' is not supported for strided convolutions (stride={tuple(stride)})")
+            pairs = []
+            for k, d in zip(box, dilation):
+                total = d * (k - 1)
+                pairs.append((total // 2, total - total // 2))
+            return pairs
+        raise ValueError(f"padding must be 'same', 'valid', an int or a (D, H, W) triple, got {padding!r}")
+    return [(p, p) for p in _triple(padding, "padding")]
+
+
+def _check_input(input: Tensor, weight_in_channels: int, groups: int, op: str) -> None:
+    if input.dim() != 5:
+        raise ValueError(f"{op} expects a 5-D input (N, C, D, H, W), got shape {tuple(input.shape)}")
+    if input.shape[1] != weight_in_channels * groups:
+        raise ValueError(
+            f"{op} expects {weight_in_channels * groups} input channels, got input of shape {tuple(input.shape)}"
+        )
+
+
+# A view plan is plain data so that layers can precompute it once and TorchScript can run it:
+# (w_start, w_stop, unsqueeze_dim, in_start, in_stop, groups,
+#  crop [D lo, D hi, H lo, H hi, W lo, W hi], conv padding [D, H, W], extra F.pad [W lo, W hi, H lo, H hi, D lo, D hi],
+#  dilation [D, H, W])
+ViewPlan = Tuple[int, int, int, int, int, int, List[int], List[int], List[int], List[int]]
+# A transposed view plan:
+# (w_in_start, w_in_stop, w_out_start, w_out_stop, unsqueeze_dim, groups,
+#  padding [D, H, W], output_padding [D, H, W], dilation [D, H, W], fix F.pad [W lo, W hi, H lo, H hi, D lo, D hi])
+TransposedPlan = Tuple[int, int, int, int, int, int, List[int], List[int], List[int], List[int]]
+
+
+def _fpad_order(pairs: Sequence[tuple[int, int]]) -> list[int]:
+    return [v for pair in reversed(pairs) for v in pair]
+
+
+def plan_conv_views(
+    kernel_hw: Sequence[int],
+    in_channels: int,
+    out_channels: int,
+    groups: int,
+    stride: IntOr3,
+    padding: str | IntOr3,
+    dilation: IntOr3,
+    padding_mode: str = "zeros",
+    split: Sequence[int] | None = None,
+    mean: bool = False,
+) -> tuple[list[int], list[ViewPlan]]:
+    """Precompute the per-view convolutions of an ACS-family layer.
+
+    Args:
+        kernel_hw: the 2D kernel size (kh, kw).
+        in_channels: input channels.
+        out_channels: output channels.
+        groups: convolution groups.
+        stride: int or (D, H, W) stride of the box kernel.
+        padding: int, (D, H, W), ``"same"`` or ``"valid"`` padding of the box kernel.
+        dilation: int or (D, H, W) dilation of the box kernel.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
+        split: (axial, coronal, sagittal) output channels; ignored when ``mean``.
+        mean: every view uses the whole kernel (Mean-/Soft-ACS).
+
+    Returns:
+        (mode_pad, plans): the F.pad list applied first with ``padding_mode`` (empty for zeros) and one
+        :data:`ViewPlan` per non-empty view.
+    """
+    if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+        raise ValueError(f"padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', got {padding_mode!r}")
+    stride3, dilation3 = _triple(stride, "stride"), _triple(dilation, "dilation")
+    box = box_kernel_size(kernel_hw)
+    pads = _padding_pairs(padding, box, dilation3, stride3)
+    mode_pad: list[int] = []
+    if padding_mode != "zeros" and any(p for pair in pads for p in pair):
+        mode_pad, pads = _fpad_order(pads), [(0, 0)] * 3
+    in_per_group = in_channels // groups
+    if mean:
+        counts = [(view, 0, out_channels) for view in VIEWS]
+    else:
+        parts = default_split(out_channels, groups) if split is None else _check_split(split, out_channels, groups)
+        starts = [0, parts[0], parts[0] + parts[1]]
+        counts = [(view, s, s + n) for view, s, n in zip(VIEWS, starts, parts) if n]
+    plans: list[ViewPlan] = []
+    for view, w_start, w_stop in counts:
+        kernel = view_kernel_size(kernel_hw, view)
+        view_pads = []
+        for (lo, hi), big, k, d in zip(pads, box, kernel, dilation3):
+            lead = (big - k) // 2
+            view_pads.append((lo - lead * d, hi - (big - k - lead) * d))
+        crop = [max(-v, 0) for pair in view_pads for v in pair]
+        view_pads = [(max(lo, 0), max(hi, 0)) for lo, hi in view_pads]
+        sym = [min(lo, hi) for lo, hi in view_pads]
+        extra = _fpad_order([(lo - s, hi - s) for (lo, hi), s in zip(view_pads, sym)])
+        if groups == 1 or mean:
+            in_start, in_stop, view_groups = 0, in_channels, groups
+        else:
+            per_group = out_channels // groups
+            g0, g1 = w_start // per_group, w_stop // per_group
+            in_start, in_stop, view_groups = g0 * in_per_group, g1 * in_per_group, g1 - g0
+        dil = [d if k > 1 else 1 for d, k in zip(dilation3, kernel)]
+        plans.append(
+            (w_start, w_stop, 2 + _VIEW_AXIS[view], in_start, in_stop, view_groups, crop, sym, extra, dil)
+        )
+    return mode_pad, plans
+
+
+def run_conv_views(
+    input: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    stride: List[int],
+    mode_pad: List[int],
+    padding_mode: str,
+    plans: List[ViewPlan],
+    mean: bool = False,
+    view_weights: Optional[Tensor] = None,
+) -> Tensor:
+    """Run the view convolutions planned by :func:`plan_conv_views` (TorchScript-compatible).
+
+    Without ``mean`` the views are concatenated by channel; with ``mean`` they are averaged, or weighted by
+    ``view_weights``, and the bias is added once.
+    """
+    x = input
+    if len(mode_pad) > 0:
+        x = F.pad(x, mode_pad, mode=padding_mode)
+    outputs: List[Tensor] = []
+    for i, plan in enumerate(plans):
+        w_start, w_stop, dim, in_start, in_stop, groups, crop, pad, extra, dil = plan
+        xin = x
+        if in_start != 0 or in_stop != x.shape[1]:
+            xin = xin[:, in_start:in_stop]
+        for axis in range(3):
+            lo = crop[2 * axis]
+            hi = crop[2 * axis + 1]
+            if lo != 0 or hi != 0:
+                xin = xin.narrow(2 + axis, lo, xin.shape[2 + axis] - lo - hi)
+        if extra[0] != 0 or extra[1] != 0 or extra[2] != 0 or extra[3] != 0 or extra[4] != 0 or extra[5] != 0:
+            xin = F.pad(xin, extra)
+        b: Optional[Tensor] = None
+        if bias is not None and not mean:
+            b = bias[w_start:w_stop]
+        y = F.conv3d(xin, weight[w_start:w_stop].unsqueeze(dim), b, stride, pad, dil, groups)
+        if mean:
+            if view_weights is not None:
+                y = y * view_weights[i]
+            else:
+                y = y / 3.0
+        outputs.append(y)
+    if mean:
+        out = outputs[0] + outputs[1] + outputs[2]
+        if bias is not None:
+            out = out + bias.view(1, -1, 1, 1, 1)
+        return out
+    if len(outputs) == 1:
+        return outputs[0]
+    return torch.cat(outputs, dim=1)
+
+
+def acs_conv3d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOr3 = 1,
+    padding: str | IntOr3 = 0,
+    dilation: IntOr3 = 1,
+    groups: int = 1,
+    split: Sequence[int] | None = None,
+    padding_mode: str = "zeros",
+) -> Tensor:
+    """ACS convolution: a 2D kernel split by output channel across the axial, coronal and sagittal views.
+
+    Implements ACS paper Sec. III-A / Algorithm 1. The result equals ``F.conv3d`` with the block-sparse box
+    kernel described in this module's docstring, with the same stride, padding and dilation.
+
+    Args:
+        input: (N, C_in, D, H, W) tensor.
+        weight: 2D kernel (C_out, C_in / groups, kh, kw).
+        bias: optional (C_out,) tensor. Default None.
+        stride: int or (D, H, W) stride. Default 1.
+        padding: int, (D, H, W) triple, ``"same"`` or ``"valid"``. Default 0.
+        dilation: int or (D, H, W) dilation. Default 1.
+        groups: convolution groups. Default 1.
+        split: (axial, coronal, sagittal) output channel counts; default :func:`default_split`.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``. Default ``"zeros"``.
+
+    Returns:
+        (N, C_out, D_out, H_out, W_out) tensor, views concatenated in axial, coronal, sagittal order.
+
+    Raises:
+        ValueError: on a non 5-D input, a channel mismatch, or an invalid split / padding.
+
+    Examples:
+        >>> x, w = torch.randn(1, 4, 5, 6, 7), torch.randn(6, 4, 3, 3)
+        >>> acs_conv3d(x, w, padding=1).shape
+        torch.Size([1, 6, 5, 6, 7])
+    """
+    _check_input(input, weight.shape[1], groups, "acs_conv3d")
+    mode_pad, plans = plan_conv_views(
+        weight.shape[-2:], input.shape[1], weight.shape[0], groups, stride, padding, dilation, padding_mode, split
+    )
+    return run_conv_views(input, weight, bias, list(_triple(stride, "stride")), mode_pad, padding_mode, plans)
+
+
+def mean_acs_conv3d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOr3 = 1,
+    padding: str | IntOr3 = 0,
+    dilation: IntOr3 = 1,
+    groups: int = 1,
+    view_weights: Tensor | None = None,
+    padding_mode: str = "zeros",
+) -> Tensor:
+    """Mean-ACS (ACS paper Eq. 4) or, with ``view_weights``, Soft-ACS (Eq. 5).
+
+    The full 2D kernel runs on all three views; the view outputs are averaged, or summed with the given
+    per-view weights (Soft-ACS passes the softmax of its three learnable logits). The bias is added once.
+
+    Args:
+        input: (N, C_in, D, H, W) tensor.
+        weight: 2D kernel (C_out, C_in / groups, kh, kw).
+        bias: optional (C_out,) tensor. Default None.
+        stride: int or (D, H, W) stride. Default 1.
+        padding: int, (D, H, W) triple, ``"same"`` or ``"valid"``. Default 0.
+        dilation: int or (D, H, W) dilation. Default 1.
+        groups: convolution groups. Default 1.
+        view_weights: optional (3,) weights for (axial, coronal, sagittal); default 1/3 each.
+        padding_mode: as in :func:`acs_conv3d`. Default ``"zeros"``.
+
+    Returns:
+        (N, C_out, D_out, H_out, W_out) tensor.
+
+    Examples:
+        >>> mean_acs_conv3d(torch.randn(1, 2, 4, 5, 6), torch.randn(3, 2, 3, 3), padding=1).shape
+        torch.Size([1, 3, 4, 5, 6])
+    """
+    _check_input(input, weight.shape[1], groups, "mean_acs_conv3d")
+    mode_pad, plans = plan_conv_views(
+        weight.shape[-2:], input.shape[1], weight.shape[0], groups, stride, padding, dilation, padding_mode, mean=True
+    )
+    stride3 = list(_triple(stride, "stride"))
+    return run_conv_views(input, weight, bias, stride3, mode_pad, padding_mode, plans, True, view_weights)
+
+
+def plan_transposed_views(
+    kernel_hw: Sequence[int],
+    in_channels: int,
+    out_channels: int,
+    groups: int,
+    stride: IntOr3,
+    padding: IntOr3,
+    output_padding: IntOr3,
+    dilation: IntOr3,
+    split: Sequence[int] | None = None,
+    mean: bool = False,
+) -> list[TransposedPlan]:
+    """Precompute the per-view transposed convolutions of a transposed ACS-family layer (see
+    :func:`acs_conv_transpose3d`). Axes where a view kernel is smaller than the box run unpadded and are
+    re-aligned afterwards with one ``F.pad`` (negative values crop)."""
+    stride3, dilation3 = _triple(stride, "stride"), _triple(dilation, "dilation")
+    padding3, out_pad3 = _triple(padding, "padding"), _triple(output_padding, "output_padding")
+    box = box_kernel_size(kernel_hw)
+    per_group_out, in_per_group = out_channels // groups, in_channels // groups
+    if mean:
+        views = [(view, 0, out_channels) for view in VIEWS]
+    else:
+        parts = default_split(out_channels, groups) if split is None else _check_split(split, out_channels, groups)
+        starts = [0, parts[0], parts[0] + parts[1]]
+        views = [(view, s, s + n) for view, s, n in zip(VIEWS, starts, parts) if n]
+    plans: list[TransposedPlan] = []
+    for view, o_start, o_stop in views:
+        kernel = view_kernel_size(kernel_hw, view)
+        pad, out_pad, dil, fix = [], [], [], []
+        for big, k, p, op, d in zip(box, kernel, padding3, out_pad3, dilation3):
+            if k == big:
+                pad.append(p), out_pad.append(op), dil.append(d), fix.append((0, 0))
+                continue
+            left = (big - k) // 2 * d - p
+            pad.append(0), out_pad.append(0), dil.append(d if k > 1 else 1)
+            fix.append((left, d * (big - k) - 2 * p + op - left))
+        if groups == 1 or mean:
+            w_in, w_out, view_groups = (0, in_channels), (o_start, o_stop), groups
+        else:
+            g0, g1 = o_start // per_group_out, o_stop // per_group_out
+            w_in, w_out, view_groups = (g0 * in_per_group, g1 * in_per_group), (0, per_group_out), g1 - g0
+        plans.append((*w_in, *w_out, 2 + _VIEW_AXIS[view], view_groups, pad, out_pad, dil, _fpad_order(fix)))
+    return plans
+
+
+def run_transposed_views(
+    input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], plans: List[TransposedPlan], mean: bool
+) -> Tensor:
+    """Run the views planned by :func:`plan_transposed_views` (TorchScript-compatible)."""
+    outputs: List[Tensor] = []
+    for plan in plans:
+        w_in_start, w_in_stop, w_out_start, w_out_stop, dim, groups, pad, out_pad, dil, fix = plan
+        xin = input
+        if w_in_start != 0 or w_in_stop != input.shape[1]:
+            xin = input[:, w_in_start:w_in_stop]
+        w = weight[w_in_start:w_in_stop, w_out_start:w_out_stop].unsqueeze(dim)
+        y = F.conv_transpose3d(xin, w, None, stride, pad, out_pad, groups, dil)
+        if fix[0] != 0 or fix[1] != 0 or fix[2] != 0 or fix[3] != 0 or fix[4] != 0 or fix[5] != 0:
+            y = F.pad(y, fix)
+        outputs.append(y / 3.0 if mean else y)
+    if mean:
+        out = outputs[0] + outputs[1] + outputs[2]
+    elif len(outputs) == 1:
+        out = outputs[0]
+    else:
+        out = torch.cat(outputs, dim=1)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1, 1, 1)
+    return out
+
+
+def acs_conv_transpose3d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntOr3 = 1,
+    padding: IntOr3 = 0,
+    output_padding: IntOr3 = 0,
+    groups: int = 1,
+    dilation: IntOr3 = 1,
+    split: Sequence[int] | None = None,
+    mean: bool = False,
+) -> Tensor:
+    """Transposed ACS convolution: ``F.conv_transpose3d`` with the block-sparse box kernel of a 2D kernel.
+
+    Args:
+        input: (N, C_in, D, H, W) tensor.
+        weight: 2D transposed kernel (C_in, C_out / groups, kh, kw).
+        bias: optional (C_out,) tensor. Default None.
+        stride: int or (D, H, W). Default 1.
+        padding: int or (D, H, W), applied to the box kernel. Default 0.
+        output_padding: int or (D, H, W). Default 0.
+        groups: convolution groups. Default 1.
+        dilation: int or (D, H, W). Default 1.
+        split: (axial, coronal, sagittal) output channel counts; ``(C_out, 0, 0)`` gives the 2.5D transposed conv.
+        mean: average the full kernel over the three views instead of splitting (Mean-ACS). Default False.
+
+    Returns:
+        (N, C_out, D_out, H_out, W_out) tensor.
+
+    Examples:
+        >>> acs_conv_transpose3d(torch.randn(1, 4, 3, 4, 5), torch.randn(4, 2, 2, 2), stride=2).shape
+        torch.Size([1, 2, 6, 8, 10])
+    """
+    if input.dim() != 5 or input.shape[1] != weight.shape[0]:
+        raise ValueError(
+            f"acs_conv_transpose3d expects a 5-D input with {weight.shape[0]} channels, got {tuple(input.shape)}"
+        )
+    out_channels = weight.shape[1] * groups
+    plans = plan_transposed_views(
+        weight.shape[-2:], weight.shape[0], out_channels, groups, stride, padding, output_padding, dilation, split, mean
+    )
+    return run_transposed_views(input, weight, bias, list(_triple(stride, "stride")), plans, mean)
+
+
+def a3d_fuse(input: Tensor, fusion: Tensor) -> Tensor:
+    """A3D asymmetric context fusion (A3D paper Eq. 1, Algorithm 1): per channel, mix the D slices.
+
+    ``out[n, c, k] = sum_d fusion[d, k, c] * input[n, c, d]``.
+
+    Args:
+        input: (N, C, D, H, W) tensor.
+        fusion: (D, D, C) fusion weights P.
+
+    Returns:
+        (N, C, D, H, W) tensor.
+
+    Raises:
+        ValueError: if the input depth or channels do not match ``fusion``.
+
+    Examples:
+        >>> x = torch.randn(1, 2, 3, 4, 4)
+        >>> torch.allclose(a3d_fuse(x, torch.eye(3)[:, :, None].repeat(1, 1, 2)), x)
+        True
+    """
+    if input.dim() != 5:
+        raise ValueError(f"a3d_fuse expects a 5-D input (N, C, D, H, W), got shape {tuple(input.shape)}")
+    depth, _, channels = fusion.shape
+    if input.shape[2] != depth or input.shape[1] != channels:
+        raise ValueError(
+            f"a3d_fuse: fusion weights are built for depth D={depth} and C={channels} channels, "
+            f"got input of shape {tuple(input.shape)} (N, C, D, H, W)"
+        )
+    return torch.einsum("ncdhw,dkc->nckhw", input, fusion)
+
+
+def tsm_shift(input: Tensor, split: Sequence[int] | None = None) -> Tensor:
+    """TSM shift along depth (A3D paper Sec. 2.1 (e)): the first channel part moves up, the second down.
+
+    "Up" means slice ``d`` takes the value of slice ``d + 1`` (the last slice becomes zero); "down" means slice
+    ``d`` takes slice ``d - 1`` (the first becomes zero); the third part is kept.
+
+    Args:
+        input: (N, C, D, H, W) tensor.
+        split: (up, down, kept) channel counts summing to C; default :func:`default_split` of C.
+
+    Returns:
+        Tensor of the same shape.
+
+    Examples:
+        >>> tsm_shift(torch.arange(3.0).view(1, 1, 3, 1, 1).repeat(1, 3, 1, 1, 1)).flatten().tolist()
+        [1.0, 2.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 2.0]
+    """
+    if input.dim() != 5:
+        raise ValueError(f"tsm_shift expects a 5-D input (N, C, D, H, W), got shape {tuple(input.shape)}")
+    channels = input.shape[1]
+    up, down, _ = default_split(channels) if split is None else _check_split(split, channels, 1)
+    return shift_depth(input, up, down)
+
+
+def shift_depth(input: Tensor, up: int, down: int) -> Tensor:
+    """Shift channels ``[0, up)`` up and ``[up, up + down)`` down by one slice along depth (TorchScript-ready)."""
+    pieces: List[Tensor] = []
+    if up > 0:
+        pieces.append(F.pad(input[:, :up, 1:], [0, 0, 0, 0, 0, 1]))
+    if down > 0:
+        pieces.append(F.pad(input[:, up : up + down, :-1], [0, 0, 0, 0, 1, 0]))
+    if up + down < input.shape[1]:
+        pieces.append(input[:, up + down :])
+    if len(pieces) == 1:
+        return pieces[0]
+    return torch.cat(pieces, dim=1)
+
+
+def p3d_temporal(input: Tensor, weight: Tensor) -> Tensor:
+    """The depth convolution of P3D: a (kD, 1, 1) convolution, stride 1, depth-preserving ('same') padding.
+
+    Args:
+        input: (N, C, D, H, W) tensor.
+        weight: (C, C, kD, 1, 1) kernel.
+
+    Returns:
+        Tensor of the same shape as ``input``.
+    """
+    return F.conv3d(input, weight, None, 1, "same")
