@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .convert import convert_to_3d, load_2d_weights
 from .layers import (
     A3DConv,
     ACSConv,
@@ -30,6 +31,8 @@ __all__ = [
     "SoftACSConv",
     "TSMConv",
     "__version__",
+    "convert_to_3d",
+    "load_2d_weights",
     "get_operator",
     "list_operators",
     "register_operator",

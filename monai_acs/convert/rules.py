@@ -1,0 +1,228 @@
+"""Exact-type rule table: how each 2D module becomes its 3D counterpart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torchvision.ops.misc import Permute
+
+from ..layers import ACSConvTranspose, OperatorSpec
+from ..layers.fusion import inflate_conv_weight
+
+__all__ = ["ConvertContext", "MODULE_RULES", "LEFTOVER_2D_MODULES", "map_permutation", "expand_pair"]
+
+
+@dataclass
+class ConvertContext:
+    """Settings of one conversion."""
+
+    spec: OperatorSpec
+    keep_depth: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def expand_pair(value: Any, keep_depth: bool, depth_value: int | None = None) -> tuple:
+    """(h, w) -> (d, h, w) with d = h, or ``depth_value`` when ``keep_depth`` (None keeps d = h)."""
+    if isinstance(value, (int, float)) or value is None:
+        pair = (value, value)
+    else:
+        pair = tuple(value)
+        if len(pair) == 1:
+            pair = (pair[0], pair[0])
+    depth = depth_value if keep_depth and depth_value is not None else pair[0]
+    return (depth, pair[0], pair[1])
+
+
+def map_permutation(dims: tuple[int, ...] | list[int], where: str) -> list[int]:
+    """Map a 4-D (N, C, H, W) permutation to 5-D (N, C, D, H, W).
+
+    Only the channels-last round trip is supported: [0, 2, 3, 1] -> [0, 2, 3, 4, 1] and
+    [0, 3, 1, 2] -> [0, 4, 1, 2, 3]; the identity stays the identity.
+    """
+    dims = [int(d) for d in dims]
+    table = {(0, 2, 3, 1): [0, 2, 3, 4, 1], (0, 3, 1, 2): [0, 4, 1, 2, 3], (0, 1, 2, 3): [0, 1, 2, 3, 4]}
+    if tuple(dims) in table:
+        return table[tuple(dims)]
+    if len(dims) == 5:
+        return dims
+    raise NotImplementedError(
+        f"permute{tuple(dims)} at '{where}': only the channels-last permutations (0, 2, 3, 1) / (0, 3, 1, 2) of a "
+        f"(N, C, H, W) tensor can be converted to 3D"
+    )
+
+
+def _conv2d(module: nn.Conv2d, ctx: ConvertContext) -> nn.Module:
+    try:
+        return ctx.spec.layer.from_conv2d(module, keep_depth=ctx.keep_depth, **ctx.options)
+    except TypeError as error:
+        raise TypeError(f"operator {ctx.spec.name!r} does not accept the options {sorted(ctx.options)}: {error}") from error
+
+
+def _conv_transpose2d(module: nn.ConvTranspose2d, ctx: ConvertContext) -> nn.Module:
+    if ctx.spec.transposed == "i3d":
+        kh, kw = module.kernel_size
+        stride = expand_pair(module.stride, ctx.keep_depth, 1)
+        padding = expand_pair(module.padding, ctx.keep_depth, (kh - 1) // 2 * module.dilation[0])
+        out_pad = expand_pair(module.output_padding, ctx.keep_depth, 0)
+        layer = nn.ConvTranspose3d(
+            module.in_channels, module.out_channels, (kh, kh, kw), stride, padding, out_pad, module.groups,
+            module.bias is not None, expand_pair(module.dilation, False), device=module.weight.device,
+            dtype=module.weight.dtype,
+        )
+        with torch.no_grad():
+            layer.weight.copy_(inflate_conv_weight(module.weight, kh))
+            if module.bias is not None:
+                layer.bias.copy_(module.bias)
+        return layer
+    mode = {"acs": "acs", "mean_acs": "mean"}.get(ctx.spec.transposed, "axial")
+    return ACSConvTranspose.from_conv_transpose2d(module, keep_depth=ctx.keep_depth, mode=mode)
+
+
+def _copy_state(src: nn.Module, dst: nn.Module) -> nn.Module:
+    dst.load_state_dict(src.state_dict(), strict=True)
+    param = next(src.parameters(), None)
+    if param is not None:
+        dst.to(device=param.device, dtype=param.dtype)
+    dst.train(src.training)
+    return dst
+
+
+def _batch_norm(module: nn.BatchNorm2d, ctx: ConvertContext) -> nn.Module:
+    new = nn.BatchNorm3d(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+    return _copy_state(module, new)
+
+
+def _instance_norm(module: nn.InstanceNorm2d, ctx: ConvertContext) -> nn.Module:
+    new = nn.InstanceNorm3d(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+    return _copy_state(module, new)
+
+
+def _pool_args(module: nn.Module, ctx: ConvertContext) -> dict[str, Any]:
+    kernel = expand_pair(module.kernel_size, ctx.keep_depth, 1)
+    stride = expand_pair(module.stride if module.stride is not None else module.kernel_size, ctx.keep_depth, 1)
+    padding = expand_pair(module.padding, ctx.keep_depth, 0)
+    return {"kernel_size": kernel, "stride": stride, "padding": padding, "ceil_mode": module.ceil_mode}
+
+
+def _max_pool(module: nn.MaxPool2d, ctx: ConvertContext) -> nn.Module:
+    args = _pool_args(module, ctx)
+    return nn.MaxPool3d(dilation=expand_pair(module.dilation, ctx.keep_depth, 1), return_indices=module.return_indices,
+                        **args)
+
+
+def _avg_pool(module: nn.AvgPool2d, ctx: ConvertContext) -> nn.Module:
+    return nn.AvgPool3d(count_include_pad=module.count_include_pad, divisor_override=module.divisor_override,
+                        **_pool_args(module, ctx))
+
+
+def _lp_pool(module: nn.LPPool2d, ctx: ConvertContext) -> nn.Module:
+    kernel = expand_pair(module.kernel_size, ctx.keep_depth, 1)
+    stride = expand_pair(module.stride if module.stride is not None else module.kernel_size, ctx.keep_depth, 1)
+    return nn.LPPool3d(module.norm_type, kernel, stride, module.ceil_mode)
+
+
+def adaptive_output_size(output_size: Any) -> tuple:
+    """Adaptive pools pool depth to 1: (h, w) -> (1, h, w), so a following Linear keeps its 2D weight."""
+    pair = (output_size, output_size) if isinstance(output_size, int) or output_size is None else tuple(output_size)
+    return (1, pair[0], pair[1])
+
+
+def _adaptive_avg(module: nn.AdaptiveAvgPool2d, ctx: ConvertContext) -> nn.Module:
+    return nn.AdaptiveAvgPool3d(adaptive_output_size(module.output_size))
+
+
+def _adaptive_max(module: nn.AdaptiveMaxPool2d, ctx: ConvertContext) -> nn.Module:
+    return nn.AdaptiveMaxPool3d(adaptive_output_size(module.output_size), module.return_indices)
+
+
+def upsample_mode(mode: str) -> str:
+    """2D interpolation modes in 3D: bilinear / bicubic -> trilinear; nearest modes stay."""
+    return {"bilinear": "trilinear", "bicubic": "trilinear"}.get(mode, mode)
+
+
+def _upsample(module: nn.Upsample, ctx: ConvertContext) -> nn.Module:
+    if module.size is not None:
+        raise NotImplementedError(
+            f"nn.Upsample(size={module.size}) has a fixed 2D output size that does not define a depth; "
+            f"use scale_factor instead"
+        )
+    scale = module.scale_factor
+    if isinstance(scale, tuple) and len(scale) == 3:
+        return module
+    align = module.align_corners if upsample_mode(module.mode) in ("linear", "trilinear") else None
+    return nn.Upsample(scale_factor=expand_pair(scale, ctx.keep_depth, 1.0), mode=upsample_mode(module.mode),
+                       align_corners=align)
+
+
+def _dropout(module: nn.Dropout2d, ctx: ConvertContext) -> nn.Module:
+    return nn.Dropout3d(module.p, module.inplace)
+
+
+def _pad(module: nn.Module, ctx: ConvertContext) -> nn.Module:
+    left, right, top, bottom = module.padding
+    front, back = (0, 0) if ctx.keep_depth else (top, bottom)
+    padding = (left, right, top, bottom, front, back)
+    if isinstance(module, nn.ZeroPad2d):
+        return nn.ZeroPad3d(padding)
+    if isinstance(module, nn.ConstantPad2d):
+        return nn.ConstantPad3d(padding, module.value)
+    if isinstance(module, nn.ReflectionPad2d):
+        return nn.ReflectionPad3d(padding)
+    if isinstance(module, nn.ReplicationPad2d):
+        return nn.ReplicationPad3d(padding)
+    return nn.CircularPad3d(padding)
+
+
+def _permute(module: Permute, ctx: ConvertContext) -> nn.Module:
+    return Permute(map_permutation(module.dims, "Permute"))
+
+
+MODULE_RULES: dict[type, Callable[[Any, ConvertContext], nn.Module]] = {
+    nn.Conv2d: _conv2d,
+    nn.ConvTranspose2d: _conv_transpose2d,
+    nn.BatchNorm2d: _batch_norm,
+    nn.InstanceNorm2d: _instance_norm,
+    nn.MaxPool2d: _max_pool,
+    nn.AvgPool2d: _avg_pool,
+    nn.LPPool2d: _lp_pool,
+    nn.AdaptiveAvgPool2d: _adaptive_avg,
+    nn.AdaptiveMaxPool2d: _adaptive_max,
+    nn.Upsample: _upsample,
+    nn.UpsamplingBilinear2d: _upsample,
+    nn.UpsamplingNearest2d: _upsample,
+    nn.Dropout2d: _dropout,
+    nn.ZeroPad2d: _pad,
+    nn.ConstantPad2d: _pad,
+    nn.ReflectionPad2d: _pad,
+    nn.ReplicationPad2d: _pad,
+    nn.CircularPad2d: _pad,
+    Permute: _permute,
+}
+
+# Module types that must not survive a conversion (checked after it).
+LEFTOVER_2D_MODULES: tuple[type, ...] = (
+    nn.Conv2d,
+    nn.ConvTranspose2d,
+    nn.BatchNorm2d,
+    nn.InstanceNorm2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.LPPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.FractionalMaxPool2d,
+    nn.MaxUnpool2d,
+    nn.Dropout2d,
+    nn.ZeroPad2d,
+    nn.ConstantPad2d,
+    nn.ReflectionPad2d,
+    nn.ReplicationPad2d,
+    nn.CircularPad2d,
+    nn.UpsamplingBilinear2d,
+    nn.UpsamplingNearest2d,
+    nn.PixelShuffle,
+    nn.PixelUnshuffle,
+)
