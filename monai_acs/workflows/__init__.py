@@ -1,0 +1,26 @@
+"""Steps and handlers the MONAI bundles call from their configs (``_target_`` / ``$`` expressions)."""
+
+from __future__ import annotations
+
+from .handlers import ProgressBar, RunCheckpointer
+from .poc import finish_run, pretrained_2d_weights
+from .runs import default_run_name, locate_bundle_root, prepare_run_dir, publish_model, require_dataset_dir, save_atomic
+from .segmentation import evaluate_segmentation, feature_mauc_report, format_table, pretrain_2d, write_report
+
+__all__ = [
+    "ProgressBar",
+    "RunCheckpointer",
+    "default_run_name",
+    "evaluate_segmentation",
+    "feature_mauc_report",
+    "finish_run",
+    "format_table",
+    "locate_bundle_root",
+    "prepare_run_dir",
+    "pretrain_2d",
+    "pretrained_2d_weights",
+    "publish_model",
+    "require_dataset_dir",
+    "save_atomic",
+    "write_report",
+]

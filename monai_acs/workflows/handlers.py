@@ -1,0 +1,142 @@
+"""ignite handlers the bundles attach: atomic best/latest checkpoints with resume, and a progress bar."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from ignite.engine import Engine, Events
+
+from .runs import save_atomic
+
+__all__ = ["RunCheckpointer", "ProgressBar"]
+
+logger = logging.getLogger(__name__)
+
+
+class RunCheckpointer:
+    """Save ``checkpoint_latest.pt`` after every epoch and ``model_best.pt`` on every improved key metric.
+
+    Both files are written atomically (temporary file + rename). ``checkpoint_latest.pt`` holds the network,
+    optimizer, LR scheduler and trainer state and the best metric so far, so a run interrupted at any point resumes
+    with ``resume=True`` losing at most the epoch in progress.
+
+    Args:
+        run_dir: the run folder.
+        network: the trained network.
+        evaluator: the validation engine whose ``state.metrics[key_metric]`` selects the best model.
+        key_metric: metric name. Default ``"val_mean_dice"``.
+        optimizer: optimizer to checkpoint. Default None.
+        lr_scheduler: LR scheduler to checkpoint. Default None.
+        resume: load ``checkpoint_latest.pt`` when the trainer starts. Default False.
+        mode: ``"max"`` or ``"min"``. Default ``"max"``.
+    """
+
+    def __init__(
+        self,
+        run_dir: str,
+        network: torch.nn.Module,
+        evaluator: Engine | None = None,
+        key_metric: str = "val_mean_dice",
+        optimizer: Any = None,
+        lr_scheduler: Any = None,
+        resume: bool = False,
+        mode: str = "max",
+    ) -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.run_dir = Path(run_dir)
+        self.network, self.evaluator, self.key_metric = network, evaluator, key_metric
+        self.optimizer, self.lr_scheduler, self.resume, self.mode = optimizer, lr_scheduler, resume, mode
+        self.best_metric = -math.inf if mode == "max" else math.inf
+        self.best_epoch = -1
+        self._trainer: Engine | None = None
+
+    @property
+    def latest_path(self) -> Path:
+        return self.run_dir / "checkpoint_latest.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "model_best.pt"
+
+    def attach(self, engine: Engine) -> None:
+        """Attach to the trainer (and to the evaluator given at construction)."""
+        self._trainer = engine
+        if self.resume:
+            engine.add_event_handler(Events.STARTED, self._load_latest)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._save_latest)
+        if self.evaluator is not None:
+            self.evaluator.add_event_handler(Events.EPOCH_COMPLETED, self._maybe_save_best)
+
+    def _state(self, engine: Engine) -> dict[str, Any]:
+        state = {
+            "network": self.network.state_dict(),
+            "epoch": engine.state.epoch,
+            "iteration": engine.state.iteration,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "key_metric": self.key_metric,
+        }
+        if self.optimizer is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        if self.lr_scheduler is not None:
+            state["lr_scheduler"] = self.lr_scheduler.state_dict()
+        return state
+
+    def _save_latest(self, engine: Engine) -> None:
+        save_atomic(self._state(engine), self.latest_path)
+
+    def _maybe_save_best(self, evaluator: Engine) -> None:
+        value = evaluator.state.metrics.get(self.key_metric)
+        if value is None:
+            raise KeyError(f"key metric {self.key_metric!r} not among {sorted(evaluator.state.metrics)}")
+        better = value > self.best_metric if self.mode == "max" else value < self.best_metric
+        if better:
+            epoch = self._trainer.state.epoch if self._trainer is not None else evaluator.state.epoch
+            self.best_metric, self.best_epoch = float(value), int(epoch)
+            save_atomic(
+                {"network": self.network.state_dict(), "epoch": epoch, self.key_metric: float(value)}, self.best_path
+            )
+            logger.info("new best %s %.4f at epoch %d -> %s", self.key_metric, value, epoch, self.best_path)
+
+    def _load_latest(self, engine: Engine) -> None:
+        if not self.latest_path.is_file():
+            raise FileNotFoundError(f"resume: {self.latest_path} does not exist")
+        ckpt = torch.load(self.latest_path, map_location="cpu", weights_only=True)
+        self.network.load_state_dict(ckpt["network"], strict=True)
+        if self.optimizer is not None and "optimizer" in ckpt:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.lr_scheduler is not None and "lr_scheduler" in ckpt:
+            self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+        self.best_metric, self.best_epoch = ckpt["best_metric"], ckpt["best_epoch"]
+        engine.state.epoch, engine.state.iteration = ckpt["epoch"], ckpt["iteration"]
+        logger.info("resumed from %s at epoch %d (best %s %.4f)", self.latest_path, ckpt["epoch"], self.key_metric,
+                    self.best_metric)
+
+
+class ProgressBar:
+    """tqdm progress bar over iterations with the loss, per epoch (ignite's ``ProgressBar``).
+
+    Args:
+        output_transform: maps the engine output to the value(s) shown. Default: the first sample's ``loss``.
+        desc: label of the bar. Default ``"train"``.
+    """
+
+    def __init__(self, output_transform: Callable | None = None, desc: str = "train") -> None:
+        self.output_transform = output_transform or _loss_of
+        self.desc = desc
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.handlers import ProgressBar as IgniteBar
+
+        IgniteBar(persist=True, desc=self.desc).attach(engine, output_transform=self.output_transform)
+
+
+def _loss_of(output: Any) -> dict[str, float]:
+    item = output[0] if isinstance(output, (list, tuple)) else output
+    loss = item.get("loss") if isinstance(item, dict) else item
+    return {"loss": float(loss)} if loss is not None else {}
