@@ -35,7 +35,7 @@ class A3DConv(Conv2p5d):
         ValueError: if ``depth`` is missing, or at run time if the input depth differs from ``depth``.
 
     Examples:
-        >>> conv = A3DConv(2, 3, 3, padding=(0, 1, 1), depth=5)
+        >>> conv = A3DConv(2, 3, 3, padding=1, depth=5)
         >>> conv.fusion.shape, conv(torch.randn(1, 2, 5, 6, 7)).shape
         (torch.Size([5, 5, 2]), torch.Size([1, 3, 5, 6, 7]))
     """

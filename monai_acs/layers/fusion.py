@@ -79,6 +79,16 @@ class I3DConv(nn.Conv3d):
                 layer.bias.copy_(conv2d.bias)
         return layer
 
+    def forward(self, x: Tensor) -> Tensor:
+        # nn.Conv3d alone would take a 4-D tensor as one unbatched volume: reject it like the other layers do
+        if not torch.jit.is_scripting() and (x.dim() != 5 or x.shape[1] != self.in_channels):
+            where = f" at '{self.source_name}'" if self.source_name else ""
+            raise ValueError(
+                f"I3DConv{where} expects a 5-D input (N, C, D, H, W) with {self.in_channels} channels, "
+                f"got shape {tuple(x.shape)}"
+            )
+        return self._conv_forward(x, self.weight, self.bias)
+
 
 @register_operator(
     "p3d",
