@@ -73,6 +73,6 @@ def finish_run(
         extra["feature_mauc_before_3d_training"] = round(feature_mauc, 4)
     title = f"Validation, best checkpoint ({settings.get('operator')}, {'p.' if settings.get('pretrained') else 'r.'})"
     report = write_report(results, run_dir, title, extra)
-    published = publish_model(best, models_dir, info=extra)
+    published = publish_model(best, models_dir, info=extra)  # a plain state dict, as model zoo bundles ship
     print(f"best model published to {published}; logs and checkpoints in {run_dir}", flush=True)
     return report

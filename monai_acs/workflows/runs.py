@@ -6,7 +6,6 @@ import datetime
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -128,7 +127,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def publish_model(src: str | os.PathLike, models_dir: str | os.PathLike, info: dict | None = None) -> str:
-    """Copy a run's best weights to ``<models_dir>/model.pt`` (what inference and evaluation load).
+    """Publish a run's best weights as a plain state dict ``<models_dir>/model.pt`` (what inference loads).
 
     An existing ``model.pt`` is kept as ``model_<timestamp>.pt`` (logged), never silently overwritten.
 
@@ -143,10 +142,8 @@ def publish_model(src: str | os.PathLike, models_dir: str | os.PathLike, info: d
         kept = models / f"model_{stamp}.pt"
         os.replace(target, kept)
         logger.warning("previous %s kept as %s", target, kept)
-    fd, tmp = tempfile.mkstemp(prefix=".model.pt.", dir=models)
-    os.close(fd)
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, target)
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    save_atomic(state.get("network", state) if isinstance(state, dict) else state, target)
     if info is not None:
         save_atomic(json.dumps(info, indent=2) + "\n", models / "model.json")
     return str(target)
