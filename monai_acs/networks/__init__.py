@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .lidc import lidc_cls_net, lidc_seg_net
+from .lits import lits_deeplab, lits_deeplab_2d
 from .poc import poc_unet, poc_unet_2d
 
-__all__ = ["poc_unet", "poc_unet_2d"]
+__all__ = ["lidc_cls_net", "lidc_seg_net", "lits_deeplab", "lits_deeplab_2d", "poc_unet", "poc_unet_2d"]
