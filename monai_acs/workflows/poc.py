@@ -62,8 +62,10 @@ def finish_run(
     models_dir: str,
     settings: dict[str, Any],
     feature_mauc: float | None = None,
+    publish: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate the run's best checkpoint on the validation set, print and save the table, publish the model."""
+    """Evaluate the run's best checkpoint on the validation set, print and save the table, and (unless
+    ``publish=False``, as ``scripts/compare.py`` runs do) publish the weights to ``<models_dir>/model.pt``."""
     best = Path(run_dir) / "model_best.pt"
     if not best.is_file():
         raise FileNotFoundError(f"{best} was not written: did validation run? (val_interval <= epochs)")
@@ -73,6 +75,9 @@ def finish_run(
         extra["feature_mauc_before_3d_training"] = round(feature_mauc, 4)
     title = f"Validation, best checkpoint ({settings.get('operator')}, {'p.' if settings.get('pretrained') else 'r.'})"
     report = write_report(results, run_dir, title, extra)
-    published = publish_model(best, models_dir, info=extra)  # a plain state dict, as model zoo bundles ship
-    print(f"best model published to {published}; logs and checkpoints in {run_dir}", flush=True)
+    if publish:
+        published = publish_model(best, models_dir, info=extra)  # a plain state dict, as model zoo bundles ship
+        print(f"best model published to {published}; logs and checkpoints in {run_dir}", flush=True)
+    else:
+        print(f"logs and checkpoints in {run_dir} (not published: publish=false)", flush=True)
     return report
