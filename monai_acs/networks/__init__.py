@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from .deeplesion import deeplesion_backbone, deeplesion_detector
 from .lidc import lidc_cls_net, lidc_seg_net
 from .lits import lits_deeplab, lits_deeplab_2d
 from .poc import poc_unet, poc_unet_2d
 
-__all__ = ["lidc_cls_net", "lidc_seg_net", "lits_deeplab", "lits_deeplab_2d", "poc_unet", "poc_unet_2d"]
+__all__ = [
+    "deeplesion_backbone",
+    "deeplesion_detector",
+    "lidc_cls_net",
+    "lidc_seg_net",
+    "lits_deeplab",
+    "lits_deeplab_2d",
+    "poc_unet",
+    "poc_unet_2d",
+]
