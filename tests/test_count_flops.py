@@ -1,0 +1,49 @@
+"""scripts/count_flops.py reproduces the A3D paper's Table 1 (no fusion and I3D) from hooks on the real modules."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "count_flops.py"
+
+
+@pytest.fixture(scope="module")
+def count_flops():
+    spec = importlib.util.spec_from_file_location("count_flops", _SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "operator, slices, paper",
+    [("conv2p5d", 3, 40.64), ("conv2p5d", 7, 94.83), ("i3d", 3, 78.69), ("i3d", 7, 183.61)],
+)
+def test_table1_reproduced(count_flops, operator, slices, paper):
+    result = count_flops.count_backbone(operator, slices, size=512)
+    gflops = result["flops"] / 1e9
+    assert abs(gflops / paper - 1) < 0.005, f"{operator} D={slices}: {gflops:.2f} GFLOPs vs paper {paper}"
+    assert result["fusion_flops"] == 0
+    # every dense layer (2 convs, 2 norms, 2 ReLUs) of the 42 plus stem and 2 transitions was seen once
+    assert result["modules"] == 42 * 6 + 4 + 2 * 4
+
+
+def test_counter_rules_on_known_modules(count_flops):
+    net = nn.Sequential(
+        nn.Conv3d(2, 4, (1, 3, 3), padding=(0, 1, 1), bias=True), nn.BatchNorm3d(4), nn.ReLU(), nn.MaxPool3d((1, 2, 2))
+    )
+    counter = count_flops.FlopCounter(net)
+    net(torch.zeros(1, 2, 3, 8, 8))
+    out = 4 * 3 * 8 * 8
+    assert counter.counts["conv"] == out * 2 * 9 + out
+    assert counter.counts["norm"] == 2 * out and counter.counts["act"] == out and counter.counts["pool"] == out
+
+
+def test_counter_refuses_unknown_weighted_module(count_flops):
+    with pytest.raises(TypeError, match="no counting rule"):
+        count_flops.FlopCounter(nn.Sequential(nn.Linear(2, 2)))
