@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import copy
 import warnings
+from dataclasses import replace
 from typing import Any
 
 from torch import fx, nn
 
 from ..layers import get_operator
-from .graph import ConvertedGraphModule, leftover_2d_nodes, rewrite_graph, trace_2d, warn_untraced
-from .rules import LEFTOVER_2D_MODULES, MODULE_RULES, ConvertContext
+from .graph import (
+    ConvertedGraphModule,
+    correct_depth,
+    depth_one_modules,
+    leftover_2d_nodes,
+    rewrite_graph,
+    scan_untraced_code,
+    trace_2d,
+    warn_untraced,
+)
+from .rules import LEFTOVER_2D_MODULES, MODULE_RULES, ConvertContext, keep_depth_correction
 from .weights import load_2d_weights
 
 __all__ = ["convert_to_3d", "find_leftover_2d"]
@@ -22,59 +32,136 @@ def _replace_child(root: nn.Module, qualified_name: str, new: nn.Module) -> None
     setattr(parent, child, new)
 
 
-def _swap_modules(root: nn.Module, ctx: ConvertContext, prefix: str = "") -> None:
-    """Replace every rule-table module below ``root`` (itself excluded) by its 3D counterpart."""
+def _convert_module(module: nn.Module, ctx: ConvertContext, where: str) -> nn.Module:
+    try:
+        return MODULE_RULES[type(module)](module, ctx)
+    except (NotImplementedError, ValueError, TypeError) as error:
+        raise type(error)(f"cannot convert '{where}' ({type(module).__name__}): {error}") from error
+
+
+def _swap_modules(
+    root: nn.Module, ctx: ConvertContext, prefix: str = "", depth_one: set[str] | None = None
+) -> dict[str, int]:
+    """Replace every rule-table module below ``root`` (itself excluded) by its 3D counterpart.
+
+    Modules named in ``depth_one`` see depth-1 maps only: a ``depth`` option becomes 1 for them.
+
+    Returns:
+        The ``keep_depth`` depth corrections (see :func:`keep_depth_correction`) by module name, non-zero only.
+    """
+    depth_one_ctx = replace(ctx, options={**ctx.options, "depth": 1})
+    corrections = {}
     for name, module in list(root.named_modules()):
         if name and type(module) in MODULE_RULES:
-            where = f"{prefix}{name}"
-            try:
-                new = MODULE_RULES[type(module)](module, ctx)
-            except (NotImplementedError, ValueError, TypeError) as error:
-                raise type(error)(f"cannot convert '{where}' ({type(module).__name__}): {error}") from error
+            local = depth_one_ctx if depth_one and name in depth_one else ctx
+            new = _convert_module(module, local, f"{prefix}{name}")
+            correction = keep_depth_correction(module, new, ctx)
+            if correction:
+                corrections[name] = correction
             _replace_child(root, name, new)
+    return corrections
 
 
-def _convert_traced(model: nn.Module, ctx: ConvertContext) -> ConvertedGraphModule:
-    train_graph, eval_graph = trace_2d(model)
+def _convert_traced(
+    model: nn.Module, graphs: tuple[fx.Graph, fx.Graph | None], ctx: ConvertContext, prefix: str
+) -> ConvertedGraphModule:
+    train_graph, eval_graph = graphs
+    live_graphs = [g for g in (train_graph, eval_graph) if g is not None]
     gm = ConvertedGraphModule(model, train_graph, eval_graph, class_name=type(model).__name__)
-    for graph in (train_graph, eval_graph):
-        if graph is not None:
+    gm.restore_containers(model)
+    for graph in live_graphs:
+        try:
             rewrite_graph(gm, graph, ctx)
-    _swap_modules(gm, ctx)
+        except NotImplementedError as error:
+            where = prefix.rstrip(".")
+            raise NotImplementedError(f"{where + ': ' if where else ''}{error}") from error
+    depth_one = None
+    if ctx.keep_depth and "depth" in ctx.options:
+        depth_one = depth_one_modules(gm, live_graphs)
+    padding_modes = {name: getattr(m, "padding_mode", "zeros") for name, m in gm.named_modules()}
+    corrections = _swap_modules(gm, ctx, prefix, depth_one)
+    for graph in live_graphs:
+        correct_depth(graph, corrections, padding_modes)
+    gm.graph = train_graph if model.training or eval_graph is None else eval_graph  # recompiles forward
     gm.train(model.training)
-    gm.graph = gm._train_graph if model.training or eval_graph is None else eval_graph
     return gm
 
 
-def _convert_tree(module: nn.Module, ctx: ConvertContext, prefix: str, untraced: list[str]) -> nn.Module:
-    """Convert ``module``: trace it if possible, else convert its children one by one."""
+def _trace_error(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:160]}" if lines else type(error).__name__
+
+
+def _needs_conversion(module: nn.Module) -> bool:
+    """False for a subtree of ``torch.nn`` modules without rule-table modules (``ReLU``, ``Linear``, ...)."""
+    return any(type(m) in MODULE_RULES or not type(m).__module__.startswith("torch.nn") for m in module.modules())
+
+
+def _convert_tree(module: nn.Module, ctx: ConvertContext, prefix: str, untraced: list) -> nn.Module:
+    """Convert ``module``: trace it if possible, else keep its forward and convert its children one by one.
+
+    ``untraced`` collects (qualified name, class name, trace error, layout-dependent names) of the modules whose
+    forward could not be traced.
+    """
+    where = prefix.rstrip(".") or "<root>"
     if type(module) in MODULE_RULES:
-        return MODULE_RULES[type(module)](module, ctx)
-    try:
-        return _convert_traced(module, ctx)
-    except NotImplementedError:
-        raise
-    except Exception:  # noqa: BLE001 - any tracing failure: fall back to the children
-        untraced.append(prefix.rstrip(".") or type(module).__name__)
+        new = _convert_module(module, ctx, where)
+        if keep_depth_correction(module, new, ctx):
+            warnings.warn(
+                f"keep_depth: '{where}' ({type(module).__name__}, kernel {module.kernel_size}) has an even kernel "
+                f"height and is not inside a traced graph, so its output depth differs from its input depth by "
+                f"{keep_depth_correction(module, new, ctx)} slice(s)",
+                stacklevel=4,
+            )
+        return new
+    if not _needs_conversion(module):
+        return module
+    if type(module).forward is not nn.Module.forward:  # ModuleList / ModuleDict have no forward to trace
+        try:
+            graphs = trace_2d(module)
+        except Exception as error:  # noqa: BLE001 - any tracing failure: fall back to the children
+            untraced.append((where, type(module).__name__, _trace_error(error), scan_untraced_code(module)[1]))
+        else:
+            return _convert_traced(module, graphs, ctx, prefix)
     for name, child in list(module.named_children()):
         setattr(module, name, _convert_tree(child, ctx, f"{prefix}{name}.", untraced))
     return module
 
 
+def _is_foreign(module: nn.Module) -> bool:
+    """A module whose code is neither torch's nor this package's (so it may hide 2D functional calls)."""
+    name = type(module).__module__
+    return not (name.startswith(("torch.", "monai_acs.")) or isinstance(module, fx.GraphModule))
+
+
 def find_leftover_2d(model: nn.Module) -> list[str]:
-    """List what in a converted model is still 2D: modules by qualified name and traced functional calls."""
+    """List what in a model is still 2D, as ``qualified.name (Class): what``.
+
+    It reports 2D module types (``Conv2d``, ``MaxPool2d``, bilinear ``Upsample``, ``LayerNorm2d``, ...), calls of
+    2D-only functions (``F.conv2d``, ``F.max_pool2d``, bilinear ``F.interpolate``, ...) in converted graphs, and
+    2D-only functions named in the code of modules that could not be traced (these keep their own forward).
+
+    Args:
+        model: a converted (or any) model.
+
+    Returns:
+        The sorted list of findings; empty for a fully 3D model.
+    """
     found = []
     for name, module in model.named_modules():
-        if isinstance(module, LEFTOVER_2D_MODULES):
-            found.append(f"{name or '<root>'}: {type(module).__name__}")
+        where = name or "<root>"
+        if isinstance(module, LEFTOVER_2D_MODULES) or type(module).__name__ == "LayerNorm2d":
+            found.append(f"{where} ({type(module).__name__}): 2D module")
         elif isinstance(module, nn.Upsample) and module.mode in ("bilinear", "bicubic"):
-            found.append(f"{name or '<root>'}: Upsample(mode={module.mode!r})")
+            found.append(f"{where} (Upsample): mode={module.mode!r}")
         if isinstance(module, ConvertedGraphModule):
             graphs = [module._train_graph] + ([module._eval_graph] if module._eval_graph is not None else [])
             for graph in graphs:
-                found += [f"{name + '.' if name else ''}{item}" for item in leftover_2d_nodes(graph)]
-        elif type(module).__name__ == "LayerNorm2d":
-            found.append(f"{name or '<root>'}: {type(module).__name__}")
+                found += leftover_2d_nodes(graph, name)
+        elif _is_foreign(module):
+            only_2d = scan_untraced_code(module)[0]
+            if only_2d:
+                found.append(f"{where} ({type(module).__name__}): untraceable forward uses {only_2d}")
     return sorted(set(found))
 
 
@@ -113,8 +200,10 @@ def convert_to_3d(
         The converted ``nn.Module`` (a ``torch.fx`` graph module when the model could be traced).
 
     Raises:
-        ValueError: unknown operator (naming the closest key), bad weights, ``a3d`` without ``keep_depth``/``depth``,
-            or 2D ops left with ``strict=True`` (listed by qualified name).
+        ValueError: unknown operator (naming the closest key), weights that do not fit (missing / unexpected keys,
+            shape mismatches named with both shapes), ``a3d`` without ``keep_depth``/``depth``, or 2D operations left
+            with ``strict=True`` (listed by qualified name).
+        FileNotFoundError: a weights file or a torchvision weights file missing from the cache.
         NotImplementedError: a construct that has no 3D meaning (e.g. a fixed 2D interpolation size).
 
     Examples:
@@ -135,7 +224,7 @@ def convert_to_3d(
     if weights is not None:
         load_2d_weights(model2d, weights)
     ctx = ConvertContext(spec=spec, keep_depth=keep_depth, options=dict(operator_options))
-    untraced: list[str] = []
+    untraced: list[tuple[str, str, str, list[str]]] = []
     converted = _convert_tree(model2d, ctx, "", untraced)
     warn_untraced(untraced)
     for name, module in converted.named_modules():

@@ -4,13 +4,21 @@ Module swaps cannot see what a ``forward`` does with functions: torchvision's se
 ``x.shape[-2:]`` and call ``F.interpolate(..., mode="bilinear")``, MNASNet reduces with ``x.mean([2, 3])``, ConvNeXt
 permutes to channels-last and scales by a (C, 1, 1) parameter, ShuffleNet unpacks ``x.size()`` into four values and
 re-views the tensor. This module traces the model (train and eval graphs when they differ) and rewrites those nodes.
+
+The shape rules assume that every tensor whose size is read, reduced, permuted or re-viewed is a 4-D
+(N, C, H, W) feature map that has become (N, C, D, H, W); sizes of 2-D / 3-D tensors read with non-negative
+indices below 2 or negative indices are unaffected.
 """
 
 from __future__ import annotations
 
+import copy
 import operator
+import typing
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,63 +26,264 @@ from torch import fx, nn
 
 from .rules import MODULE_RULES, ConvertContext, adaptive_output_size, expand_pair, map_permutation, upsample_mode
 
-__all__ = ["ConvertedGraphModule", "trace_2d", "rewrite_graph", "leftover_2d_nodes"]
+__all__ = [
+    "ConvertedGraphModule",
+    "correct_depth",
+    "depth_one_modules",
+    "leftover_2d_nodes",
+    "rewrite_graph",
+    "scan_untraced_code",
+    "trace_2d",
+]
 
-_REDUCTIONS = {"mean", "sum", "amax", "amin", "std", "var", "max", "min", "logsumexp", "norm"}
-_SHAPE_RESHAPES = {"view", "reshape"}
-LEFTOVER_2D_FUNCTIONS: set[Callable] = {
-    F.conv2d,
-    F.conv_transpose2d,
-    F.max_pool2d,
-    F.avg_pool2d,
-    F.lp_pool2d,
-    F.adaptive_avg_pool2d,
-    F.adaptive_max_pool2d,
-    F.fractional_max_pool2d,
-    F.dropout2d,
-    F.pixel_shuffle,
-    F.pixel_unshuffle,
-    torch.conv2d,
-    torch.max_pool2d,
+_REDUCTION_METHODS = {
+    "mean",
+    "sum",
+    "amax",
+    "amin",
+    "std",
+    "var",
+    "max",
+    "min",
+    "logsumexp",
+    "norm",
+    "nansum",
+    "nanmean",
+    "prod",
+}
+_REDUCTION_FUNCTIONS = {
+    torch.mean,
+    torch.sum,
+    torch.amax,
+    torch.amin,
+    torch.std,
+    torch.var,
+    torch.logsumexp,
+    torch.nansum,
+    torch.nanmean,
+    torch.prod,
+    torch.std_mean,
+    torch.var_mean,
+}
+# Calls whose positional arguments after the tensor are sizes (x.view(b, c, h, w)): a (h, w) pair gets a d.
+_SIZE_VARARG_METHODS = {"view", "reshape", "expand", "new_zeros", "new_ones", "new_empty"}
+_SIZE_VARARG_FUNCTIONS = {torch.zeros, torch.ones, torch.empty, torch.rand, torch.randn}
 
-
+# Functions that only exist for 4-D maps: a graph that still calls one after the rewrite is not 3D.
+LEFTOVER_2D_FUNCTIONS: dict[Callable, str] = {
+    F.conv2d: "F.conv2d",
+    F.conv_transpose2d: "F.conv_transpose2d",
+    F.max_pool2d: "F.max_pool2d",
+    F.max_unpool2d: "F.max_unpool2d",
+    F.avg_pool2d: "F.avg_pool2d",
+    F.lp_pool2d: "F.lp_pool2d",
+    F.adaptive_avg_pool2d: "F.adaptive_avg_pool2d",
+    F.adaptive_max_pool2d: "F.adaptive_max_pool2d",
+    F.fractional_max_pool2d: "F.fractional_max_pool2d",
+    F.dropout2d: "F.dropout2d",
+    F.pixel_shuffle: "F.pixel_shuffle",
+    F.pixel_unshuffle: "F.pixel_unshuffle",
+    F.grid_sample: "F.grid_sample",
+    F.affine_grid: "F.affine_grid",
+    torch.max_pool2d: "torch.max_pool2d",
+}
+# Names that mark a forward as 2D-only when it cannot be traced (matched against its code's names).
+_UNTRACED_2D_NAMES = {
+    "conv2d",
+    "conv_transpose2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "lp_pool2d",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "fractional_max_pool2d",
+    "dropout2d",
+    "max_unpool2d",
+    "pixel_shuffle",
+    "pixel_unshuffle",
+    "grid_sample",
+    "affine_grid",
+}
+# Names whose use may assume a 4-D layout (checked, not rewritten, when a forward cannot be traced).
+_UNTRACED_LAYOUT_NAMES = {
+    "interpolate",
+    "pad",
+    "permute",
+    "transpose",
+    "view",
+    "reshape",
+    "shape",
+    "size",
+    "mean",
+    "sum",
+    "amax",
+    "amin",
+    "einsum",
+    "unfold",
+    "fold",
+    "expand",
+    "movedim",
 }
 
 
 class _Tracer(fx.Tracer):
-    """Keeps the rule-table modules and all ``torch.nn`` modules as leaves."""
+    """Keeps the rule-table modules and all ``torch.nn`` modules as leaves.
+
+    ``torch.jit.isinstance(traced_value, torch.Tensor)`` is False for a tracing proxy, so a forward guarded by it
+    (MONAI's ``UpCat`` skip connection) would trace without the guarded branch and still run; while tracing, such a
+    call raises instead, so that the module is converted child by child.
+    """
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return type(m) in MODULE_RULES or super().is_leaf_module(m, module_qualified_name)
+
+    def trace(self, root: nn.Module | Callable[..., Any], concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        original = torch.jit.isinstance
+
+        def guarded_isinstance(obj: Any, target_type: Any) -> bool:
+            if isinstance(obj, fx.Proxy):
+                raise fx.proxy.TraceError(
+                    f"torch.jit.isinstance({obj}, {getattr(target_type, '__name__', target_type)}) on a traced value "
+                    f"would always be False"
+                )
+            return original(obj, target_type)
+
+        torch.jit.isinstance = guarded_isinstance
+        try:
+            return super().trace(root, concrete_args)
+        finally:
+            torch.jit.isinstance = original
+
+
+def _has_target(module: nn.Module, target: str) -> bool:
+    value: Any = module
+    for part in target.split("."):
+        if not hasattr(value, part):
+            return False
+        value = getattr(value, part)
+    return True
 
 
 class ConvertedGraphModule(fx.GraphModule):
     """A traced, converted model: a real ``nn.Module`` whose forward is the rewritten graph.
 
     When the model's train and eval forwards differ (GoogLeNet and Inception v3 add auxiliary heads in training),
-    both graphs are kept and ``train()`` / ``eval()`` switch between them.
+    both graphs are kept and ``train()`` / ``eval()`` switch between them. Deep copies, ``pickle`` / ``torch.save``
+    and ``copy.copy`` keep both graphs; ``torch.jit.script`` compiles the graph of the current mode.
+
+    Args:
+        root: module holding the submodules and attributes the graphs refer to.
+        graph: the train-mode graph.
+        eval_graph: the eval-mode graph, or None when it equals ``graph``. Default None.
+        class_name: the class name shown in ``repr`` and error messages. Default ``"ConvertedGraphModule"``.
     """
 
-    def __init__(self, root: nn.Module, graph: fx.Graph, eval_graph: fx.Graph | None = None,
-                 class_name: str = "ConvertedGraphModule") -> None:
+    def __init__(
+        self,
+        root: nn.Module,
+        graph: fx.Graph,
+        eval_graph: fx.Graph | None = None,
+        class_name: str = "ConvertedGraphModule",
+    ) -> None:
         super().__init__(root, graph, class_name)
         self._train_graph = graph
         self._eval_graph = eval_graph
-        if eval_graph is not None:
-            for node in eval_graph.nodes:  # make sure the eval-only submodules / attributes exist too
-                if node.op in ("call_module", "get_attr"):
-                    try:
-                        self.get_submodule(node.target) if node.op == "call_module" else None
-                    except AttributeError:
-                        fx.graph_module._copy_attr(root, self, node.target)
+        if eval_graph is not None:  # eval-only submodules / attributes must exist too
+            for node in eval_graph.nodes:
+                if node.op in ("call_module", "get_attr") and not _has_target(self, str(node.target)):
+                    fx.graph_module._copy_attr(root, self, str(node.target))
 
-    def train(self, mode: bool = True) -> "ConvertedGraphModule":
+    def train(self, mode: bool = True) -> ConvertedGraphModule:
         super().train(mode)
-        if getattr(self, "_eval_graph", None) is not None:
-            wanted = self._train_graph if mode else self._eval_graph
+        eval_graph = getattr(self, "_eval_graph", None)
+        if eval_graph is not None:
+            wanted = self._train_graph if mode else eval_graph
             if self.graph is not wanted:
                 self.graph = wanted  # the setter recompiles forward
         return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ConvertedGraphModule:
+        res = super().__deepcopy__(memo)  # copies every submodule; the graphs' copies are memoised
+        res.__class__.__name__ = type(self).__name__
+        res._train_graph = copy.deepcopy(self._train_graph, memo)
+        res._eval_graph = copy.deepcopy(self._eval_graph, memo)
+        res.graph = res._train_graph if res.training or res._eval_graph is None else res._eval_graph
+        return res
+
+    def __copy__(self) -> ConvertedGraphModule:
+        res = ConvertedGraphModule(self, self._train_graph, self._eval_graph, type(self).__name__)
+        res.adopt_children(self)
+        res.train(self.training)
+        return res
+
+    def adopt_children(self, root: nn.Module) -> None:
+        """Take ``root``'s direct children as they are (a ``GraphModule`` rebuilds only the paths its graph names,
+        with plain ``nn.Module`` containers); the graphs' targets must resolve the same in ``root``."""
+        for name, child in root.named_children():
+            setattr(self, name, child)
+
+    def restore_containers(self, original: nn.Module) -> None:
+        """Give ``original``'s ``ModuleList`` / ``ModuleDict`` / ``Sequential`` holders back their type (``GraphModule``
+        rebuilds them as plain ``nn.Module``), so that ``net.classifier[-1]`` works as on the 2D model.
+
+        Traced-through custom blocks stay plain holders (the graph, not their ``forward``, runs them), and so does a
+        ``Sequential`` holding one: its own ``forward`` could not run them (nor be compiled by TorchScript).
+        """
+        containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+        for name, _ in reversed(list(self.named_modules())):  # innermost first
+            holder = self.get_submodule(name) if name else self
+            if not name or type(holder) is not nn.Module:
+                continue
+            try:
+                source = original.get_submodule(name)
+            except AttributeError:
+                continue
+            present = dict(holder.named_children())
+            if type(source) not in containers or (
+                type(source) is nn.Sequential and any(type(m) is nn.Module for m in present.values())
+            ):
+                continue
+            restored = type(source)()
+            for child_name, _ in source.named_children():
+                if child_name in present:
+                    restored.add_module(child_name, present[child_name])
+            parent_name, _, attribute = name.rpartition(".")
+            setattr(self.get_submodule(parent_name) if parent_name else self, attribute, restored)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # fx pickles a GraphModule as its generated code and re-traces it on load; do that for both graphs.
+        body = self.__dict__.copy()
+        for key in ("_graph", "_train_graph", "_eval_graph"):
+            body.pop(key, None)
+        codes = []
+        for graph in (self._train_graph, self._eval_graph):
+            if graph is None:
+                codes.append(None)
+                continue
+            owner = graph.owning_module
+            try:
+                _, (graph_body, import_block) = fx.GraphModule(self, graph).__reduce__()
+            finally:
+                graph.owning_module = owner
+            codes.append((graph_body["_code"], import_block))
+        return (_rebuild_converted_graph_module, (body, codes[0], codes[1], type(self).__name__))
+
+
+def _rebuild_converted_graph_module(
+    body: dict[str, Any], train_code: tuple[str, str], eval_code: tuple[str, str] | None, class_name: str
+) -> ConvertedGraphModule:
+    """Unpickle a :class:`ConvertedGraphModule` (see its ``__reduce__``)."""
+    train_gm = fx.graph_module.reduce_graph_module({**body, "_code": train_code[0]}, train_code[1])
+    eval_graph = None
+    if eval_code is not None:
+        eval_graph = fx.graph_module.reduce_graph_module({**body, "_code": eval_code[0]}, eval_code[1]).graph
+    gm = ConvertedGraphModule(train_gm, train_gm.graph, eval_graph, class_name)
+    gm.adopt_children(train_gm)
+    for key, value in body.items():
+        if not hasattr(gm, key):
+            setattr(gm, key, value)
+    gm.train(bool(body.get("training", True)))
+    return gm
 
 
 def trace_2d(model: nn.Module) -> tuple[fx.Graph, fx.Graph | None]:
@@ -94,21 +303,43 @@ def trace_2d(model: nn.Module) -> tuple[fx.Graph, fx.Graph | None]:
         eval_graph = _Tracer().trace(model)
     finally:
         model.train(was_training)
-    same = _graph_signature(train_graph) == _graph_signature(eval_graph)
-    return train_graph, (None if same else eval_graph)
+    for graph in (train_graph, eval_graph):
+        _resolve_string_annotations(graph, model)
+    if _graph_signature(train_graph) == _graph_signature(eval_graph):
+        return train_graph, None
+    for graph in (train_graph, eval_graph):  # forward's return annotation holds for one mode only (GoogLeNet)
+        graph.output_node().type = None
+    return train_graph, eval_graph
+
+
+def _resolve_string_annotations(graph: fx.Graph, model: nn.Module) -> None:
+    """Postponed annotations (``from __future__ import annotations``) reach the graph as strings, which TorchScript
+    cannot resolve once the code is regenerated (after pickling); replace them by the types they name, or drop them."""
+    try:
+        hints = typing.get_type_hints(type(model).forward)
+    except Exception:  # noqa: BLE001 - unresolvable annotations are dropped below
+        hints = {}
+    for node in graph.nodes:
+        if node.op == "placeholder" and isinstance(node.type, str):
+            node.type = hints.get(str(node.target).lstrip("*"))
+        elif node.op == "output" and isinstance(node.type, str):
+            node.type = hints.get("return")
 
 
 def _graph_signature(graph: fx.Graph) -> list[tuple]:
     return [(n.op, str(n.target), str(n.args), str(n.kwargs)) for n in graph.nodes]
 
 
-def _where(node: fx.Node) -> str:
+def _where(node: fx.Node, prefix: str = "") -> str:
+    """``path (ClassName)`` of the module whose forward created ``node`` (the model itself: ``prefix`` or
+    ``<root>``); ``prefix`` is the qualified name of the traced module inside the whole model."""
     stack = node.meta.get("nn_module_stack")
     if stack:
-        path = list(stack.values())[-1]
-        path = path[0] if isinstance(path, tuple) else path
-        return f"{path} ({node.name})"
-    return node.name
+        path, kind = list(stack.values())[-1]
+        kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+        kind_name = kind_name.rsplit(".", 1)[-1]
+        return f"{prefix}.{path} ({kind_name})" if prefix else f"{path} ({kind_name})"
+    return prefix or "<root>"
 
 
 def _is_shape_source(node: Any) -> bool:
@@ -120,58 +351,79 @@ def _is_shape_source(node: Any) -> bool:
     return node.op == "call_method" and node.target == "size" and len(node.args) == 1 and not node.kwargs
 
 
-def _remap_index(index: Any) -> Any:
-    """Index of a 4-D (N, C, H, W) size into the 5-D (N, C, D, H, W) size: H and W keep their meaning."""
-    if isinstance(index, int):
-        return index + 1 if index >= 2 else index
-    if isinstance(index, slice):
-        start = index.start
-        if start is not None and start < 0 and index.stop is None:
-            return slice(start - 1, None, index.step)  # [-2:] -> [-3:]
-        if start is not None and start >= 2:
-            return slice(start, index.stop if index.stop is None else index.stop + 1, index.step)
-        return index
-    return index
+def _remap_int_index(index: int) -> int:
+    """Index into a 4-D (N, C, H, W) size -> the same axis of the 5-D size; negative indices already agree."""
+    return index + 1 if index >= 2 else index
 
 
-def _spatial_dims(dims: Any) -> Any:
-    """Reduction dims over (H, W) of a 4-D tensor -> over (D, H, W) of a 5-D tensor."""
-    seq = [dims] if isinstance(dims, int) else list(dims)
-    if sorted(seq) == [2, 3]:
-        return [2, 3, 4]
-    if sorted(seq) == [-2, -1]:
-        return [-3, -2, -1]
-    if sorted(seq) == [1, 2, 3]:
-        return [1, 2, 3, 4]
-    return dims
+def _axis_name(index: int) -> str | None:
+    """'h' / 'w' for an index into a 4-D size that names H / W."""
+    return {2: "h", -2: "h", 3: "w", -1: "w"}.get(index)
 
 
-def _size_getitem_info(node: Any) -> tuple[fx.Node, int] | None:
-    if isinstance(node, fx.Node) and node.op == "call_function" and node.target is operator.getitem:
-        src, index = node.args
-        if _is_shape_source(src) and isinstance(index, int):
-            return src, index
-    return None
+@dataclass
+class _SpatialSize:
+    """A graph value that is the H or W size of a 4-D map, and how to read the matching D size."""
+
+    axis: str
+    base: fx.Node
+    depth_index: int
+    method: bool = False  # D is ``base.size(depth_index)`` rather than ``base[depth_index]``
+
+    def depth_node(self, graph: fx.Graph) -> fx.Node:
+        if self.method:
+            return graph.call_method("size", (self.base, self.depth_index))
+        return graph.call_function(operator.getitem, (self.base, self.depth_index))
+
+
+def _remap_shape_slice(index: slice) -> tuple[slice, list[int], list[int]] | None:
+    """Slice of a 4-D size -> slice of the 5-D size covering the same axes (+ D when H is covered).
+
+    Returns:
+        (new_slice, old_axes, new_axes) or None when the slice is not contiguous.
+    """
+    if index.step not in (None, 1):
+        return None
+    old_axes = list(range(4))[index]
+    if not old_axes:
+        return None
+    new_axes = []
+    for axis in old_axes:
+        if axis == 2:
+            new_axes.append(2)  # D enters just before H
+        new_axes.append(axis + 1 if axis >= 2 else axis)
+    start, stop = new_axes[0], new_axes[-1] + 1
+    negative = index.start is not None and index.start < 0
+    new = slice(start - 5 if negative else start, None if stop == 5 else stop)
+    return new, old_axes, new_axes
 
 
 def rewrite_graph(gm: fx.GraphModule, graph: fx.Graph, ctx: ConvertContext) -> None:
-    """Rewrite the functional calls, reductions, permutes and shape arithmetic of ``graph`` in place for 5-D."""
-    original_index: dict[fx.Node, int] = {}
+    """Rewrite the functional calls, reductions, permutes and shape arithmetic of ``graph`` in place for 5-D.
+
+    Raises:
+        NotImplementedError: a construct with no 3D meaning (a non channels-last permute of a 4-D map, a fixed
+            2D interpolation size without ``keep_depth``), naming the module path.
+    """
+    spatial: dict[fx.Node, _SpatialSize] = {}
+    slices: dict[fx.Node, tuple[list[int], list[int]]] = {}
     for node in list(graph.nodes):
         if node.op == "call_function" and node.target is operator.getitem and _is_shape_source(node.args[0]):
-            index = node.args[1]
-            if isinstance(index, int):
-                original_index[node] = index
-            node.args = (node.args[0], _remap_index(index))
+            _rewrite_shape_getitem(node, spatial, slices)
+        elif node.op == "call_function" and node.target is operator.getitem and node.args[0] in slices:
+            _rewrite_slice_getitem(node, spatial, slices)
+        elif node.op == "call_function" and node.target is operator.getitem:
+            _rewrite_tensor_index(node, ctx)
         elif node.op == "call_method" and node.target == "size" and len(node.args) == 2:
             index = node.args[1]
-            node.args = (node.args[0], _remap_index(index))
-        elif node.op == "call_method" and node.target in _REDUCTIONS:
-            _rewrite_dims(node, positional=1)
-        elif node.op == "call_function" and getattr(node.target, "__name__", "") in _REDUCTIONS and node.target in (
-            torch.mean, torch.sum, torch.amax, torch.amin, torch.std, torch.var, torch.logsumexp
+            if isinstance(index, int):
+                node.args = (node.args[0], _remap_int_index(index))
+                if _axis_name(index):
+                    spatial[node] = _SpatialSize(_axis_name(index), node.args[0], 2, method=True)
+        elif (node.op == "call_method" and node.target in _REDUCTION_METHODS) or (
+            node.op == "call_function" and node.target in _REDUCTION_FUNCTIONS
         ):
-            _rewrite_dims(node, positional=1)
+            _rewrite_dims(node)
         elif node.op == "call_method" and node.target == "permute":
             dims = node.args[1:] if len(node.args) > 2 else node.args[1]
             if all(isinstance(d, int) for d in dims) and len(dims) == 4:
@@ -180,91 +432,294 @@ def rewrite_graph(gm: fx.GraphModule, graph: fx.Graph, ctx: ConvertContext) -> N
             dims = node.args[1] if len(node.args) > 1 else node.kwargs["dims"]
             if len(dims) == 4:
                 node.args, node.kwargs = (node.args[0], map_permutation(dims, _where(node))), {}
-        elif (node.op == "call_method" and node.target in _SHAPE_RESHAPES) or (
-            node.op == "call_function" and node.target is torch.reshape
-        ):
-            _rewrite_reshape(graph, node, original_index)
+        elif node.op == "call_function" and node.target is operator.mul and _spatial_pair(node.args, 0, spatial):
+            with graph.inserting_before(node):  # h * w -> d * h * w (the number of positions)
+                depth_h = graph.call_function(operator.mul, (spatial[node.args[0]].depth_node(graph), node.args[0]))
+            node.args = (depth_h, node.args[1])
         elif node.op == "call_function":
-            _rewrite_function(node, ctx)
+            _rewrite_function(graph, node, ctx, spatial)
         elif node.op == "get_attr":
             _rewrite_broadcast_attr(gm, graph, node)
+        if node.op in ("call_method", "call_function"):
+            _insert_depth_sizes(graph, node, spatial)
+            _rewrite_broadcast_view(node)
     graph.lint()
 
 
-def _rewrite_dims(node: fx.Node, positional: int) -> None:
+def _rewrite_broadcast_view(node: fx.Node) -> None:
+    """``w.view(1, -1, 1, 1)`` / ``y.reshape(b, c, 1, 1)``: a per-channel broadcast shape gets a third 1."""
+    is_method = node.op == "call_method" and node.target in ("view", "reshape")
+    if not (is_method or (node.op == "call_function" and node.target is torch.reshape)):
+        return
+    first = 1
+    args = list(node.args)
+    if len(args) == first + 1 and isinstance(args[first], (list, tuple)):
+        sizes = list(args[first])
+        if len(sizes) == 4 and sizes[2:] == [1, 1]:
+            args[first] = type(args[first])([*sizes, 1])
+            node.args = tuple(args)
+    elif len(args) == first + 4 and list(args[first + 2 :]) == [1, 1]:
+        node.args = (*args, 1)
+
+
+def depth_one_modules(gm: fx.GraphModule, graphs: list[fx.Graph]) -> set[str]:
+    """Qualified names of the rule-table modules that only ever see a depth-1 map (with ``keep_depth``).
+
+    Adaptive pools pool depth to 1 (so 2D heads keep their weights) and spatial reductions remove it; what is
+    computed from such values alone (a squeeze-excitation branch, GoogLeNet's auxiliary heads) has depth 1 even
+    when the rest of the network keeps D slices. Operators with a fixed depth (A3D) build these layers for depth 1.
+    """
+    collapsing_modules = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+    collapsing_functions = (F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool3d)
+    seen_full: set[str] = set()
+    seen_one: set[str] = set()
+    for graph in graphs:
+        state: dict[fx.Node, str] = {}  # "full", "one" (depth 1 / no depth) or "neutral" (sizes, constants)
+        for node in graph.nodes:
+            inputs = [state.get(n, "neutral") for n in node.all_input_nodes]
+            tensors = [s for s in inputs if s != "neutral"]
+            if node.op == "placeholder":
+                state[node] = "full"
+            elif node.op == "get_attr" or _is_shape_source(node) or (tensors == [] and node.op != "call_module"):
+                state[node] = "neutral"
+            elif (
+                node.op == "call_module"
+                and isinstance(gm.get_submodule(str(node.target)), collapsing_modules)
+                or node.op == "call_function"
+                and node.target in collapsing_functions
+            ):
+                state[node] = "one"
+            elif (node.op == "call_method" and node.target in _REDUCTION_METHODS) or (
+                node.op == "call_function" and node.target in _REDUCTION_FUNCTIONS
+            ):
+                dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+                spatial_reduction = isinstance(dims, (list, tuple)) and len(dims) >= 3
+                state[node] = "one" if spatial_reduction or "one" in tensors else "full"
+            else:
+                state[node] = "one" if tensors and all(s == "one" for s in tensors) else "full"
+            if node.op == "call_module" and node.all_input_nodes:
+                first = state.get(node.all_input_nodes[0], "full")
+                (seen_one if first == "one" else seen_full).add(str(node.target))
+    return {name for name in seen_one - seen_full if type(gm.get_submodule(name)) in MODULE_RULES}
+
+
+def correct_depth(graph: fx.Graph, corrections: dict[str, int], padding_modes: dict[str, str]) -> None:
+    """Pad (> 0) or crop (< 0) slices at the back of depth around the calls of the modules in ``corrections``.
+
+    See :func:`monai_acs.convert.rules.keep_depth_correction`.
+    """
+    for node in list(graph.nodes):
+        if node.op != "call_module" or corrections.get(str(node.target), 0) == 0:
+            continue
+        amount = corrections[str(node.target)]
+        if amount > 0:
+            mode = padding_modes.get(str(node.target), "zeros")
+            mode = "constant" if mode == "zeros" else mode
+            with graph.inserting_before(node):
+                padded = graph.call_function(F.pad, (node.args[0], (0, 0, 0, 0, 0, amount)), {"mode": mode})
+            node.args = (padded, *node.args[1:])
+        else:
+            with graph.inserting_after(node):
+                cropped = graph.call_function(operator.getitem, (node, (slice(None), slice(None), slice(None, amount))))
+            node.replace_all_uses_with(cropped, delete_user_cb=lambda user, kept=cropped: user is not kept)
+
+
+def _rewrite_shape_getitem(node: fx.Node, spatial: dict, slices: dict) -> None:
+    source, index = node.args
+    if isinstance(index, int):
+        node.args = (source, _remap_int_index(index))
+        if _axis_name(index):
+            spatial[node] = _SpatialSize(_axis_name(index), source, 2)
+    elif isinstance(index, slice):
+        remapped = _remap_shape_slice(index)
+        if remapped is not None:
+            new, old_axes, new_axes = remapped
+            node.args = (source, new)
+            slices[node] = (old_axes, new_axes)
+
+
+def _rewrite_slice_getitem(node: fx.Node, spatial: dict, slices: dict) -> None:
+    """``h, w = x.shape[-2:]``: element j of the old slice is element j' of the new one."""
+    source, index = node.args
+    old_axes, new_axes = slices[source]
+    if not isinstance(index, int) or not -len(old_axes) <= index < len(old_axes):
+        return
+    axis = old_axes[index]
+    new_axis = axis + 1 if axis >= 2 else axis
+    node.args = (source, new_axes.index(new_axis))
+    if axis in (2, 3) and 2 in new_axes:
+        spatial[node] = _SpatialSize("h" if axis == 2 else "w", source, new_axes.index(2))
+
+
+def _rewrite_tensor_index(node: fx.Node, ctx: ConvertContext) -> None:
+    """``x[:, :, ::2, ::2]`` on a 4-D map slices H and W: slice D like H (or not at all with ``keep_depth``)."""
+    source, index = node.args
+    if not (isinstance(index, tuple) and len(index) == 4 and all(isinstance(i, slice) for i in index)):
+        return
+    if index[0] != slice(None) or index[1] != slice(None) or _is_shape_source(source):
+        return
+    depth = slice(None) if ctx.keep_depth else index[2]
+    node.args = (source, (index[0], index[1], depth, index[2], index[3]))
+
+
+def _spatial_pair(values: Any, position: int, spatial: dict) -> bool:
+    """True when ``values[position], values[position + 1]`` are the H and W sizes of one 4-D map."""
+    if position + 1 >= len(values):
+        return False
+    first, second = values[position], values[position + 1]
+    if not (isinstance(first, fx.Node) and isinstance(second, fx.Node)):
+        return False
+    if first not in spatial or second not in spatial:
+        return False
+    h, w = spatial[first], spatial[second]
+    return h.axis == "h" and w.axis == "w" and h.base is w.base
+
+
+def _with_depth(graph: fx.Graph, node: fx.Node, values: Any, spatial: dict) -> Any:
+    """Insert the D size before every (H, W) size pair of ``values``; None when there is none."""
+    values = list(values)
+    changed = False
+    position = 0
+    while position < len(values):
+        if _spatial_pair(values, position, spatial):
+            with graph.inserting_before(node):
+                values.insert(position, spatial[values[position]].depth_node(graph))
+            changed = True
+            position += 3
+        else:
+            position += 1
+    return values if changed else None
+
+
+def _insert_depth_sizes(graph: fx.Graph, node: fx.Node, spatial: dict) -> None:
+    """(h, w) taken from a 4-D size -> (d, h, w) in size lists and in ``x.view(b, c, h, w)``-style calls."""
+    if not spatial:
+        return
+    args = list(node.args)
+    changed = False
+    for position, value in enumerate(args):
+        if isinstance(value, (list, tuple)):
+            new = _with_depth(graph, node, value, spatial)
+            if new is not None:
+                args[position] = type(value)(new)
+                changed = True
+    kwargs = dict(node.kwargs)
+    for key, value in kwargs.items():
+        if isinstance(value, (list, tuple)):
+            new = _with_depth(graph, node, value, spatial)
+            if new is not None:
+                kwargs[key] = type(value)(new)
+                changed = True
+    varargs = (node.op == "call_method" and node.target in _SIZE_VARARG_METHODS) or (
+        node.op == "call_function" and node.target in _SIZE_VARARG_FUNCTIONS | {torch.reshape}
+    )
+    if varargs:
+        first = 1 if node.op == "call_method" or node.target is torch.reshape else 0
+        new = _with_depth(graph, node, args[first:], spatial)
+        if new is not None:
+            args = args[:first] + new
+            changed = True
+    if changed:
+        node.args, node.kwargs = tuple(args), kwargs
+
+
+def _spatial_dims(dims: Any) -> Any:
+    """Reduction dims over (H, W) of a 4-D tensor -> over (D, H, W) of a 5-D tensor."""
+    if isinstance(dims, int) or not isinstance(dims, (list, tuple)):
+        return dims
+    if not all(isinstance(d, int) for d in dims):
+        return dims
+    key = sorted(dims)
+    table = {(2, 3): [2, 3, 4], (-2, -1): [-3, -2, -1], (1, 2, 3): [1, 2, 3, 4], (-3, -2, -1): [-4, -3, -2, -1]}
+    return table.get(tuple(key), dims)
+
+
+def _rewrite_dims(node: fx.Node) -> None:
     if "dim" in node.kwargs:
         node.kwargs = {**node.kwargs, "dim": _spatial_dims(node.kwargs["dim"])}
-    elif len(node.args) > positional and isinstance(node.args[positional], (int, list, tuple)):
+    elif len(node.args) > 1:
         args = list(node.args)
-        args[positional] = _spatial_dims(args[positional])
+        args[1] = _spatial_dims(args[1])
         node.args = tuple(args)
 
 
-def _rewrite_reshape(graph: fx.Graph, node: fx.Node, original_index: dict[fx.Node, int]) -> None:
-    """``x.view(b, g, c, h, w)`` where h, w come from a 4-D size -> ``x.view(b, g, c, *x.shape[-3:])``."""
-    source = node.args[0]
-    sizes = list(node.args[1:])
-    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
-        sizes = list(sizes[0])
-    if len(sizes) < 2:
-        return
-    tail = [original_index.get(s) if isinstance(s, fx.Node) else None for s in sizes[-2:]]
-    if tail[0] not in (2, -2) or tail[1] not in (3, -1):
-        return
-    with graph.inserting_before(node):
-        shape = graph.call_function(getattr, (source, "shape"))
-        spatial = [graph.call_function(operator.getitem, (shape, i)) for i in (-3, -2, -1)]
-    new_sizes = tuple(sizes[:-2]) + tuple(spatial)
-    node.args = (source, new_sizes) if node.op == "call_function" else (source, *new_sizes)
+def _get_arg(args: list, kwargs: dict, position: int, name: str, default: Any = None) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    return args[position] if len(args) > position else default
 
 
-def _rewrite_function(node: fx.Node, ctx: ConvertContext) -> None:
+def _set_arg(args: list, kwargs: dict, position: int, name: str, value: Any) -> None:
+    if name in kwargs or len(args) <= position:
+        kwargs[name] = value
+    else:
+        args[position] = value
+
+
+def _rewrite_function(graph: fx.Graph, node: fx.Node, ctx: ConvertContext, spatial: dict) -> None:
     target = node.target
     args, kwargs = list(node.args), dict(node.kwargs)
     keep = ctx.keep_depth
     if target is F.interpolate or target is F.upsample:
-        if kwargs.get("mode", "nearest") in ("bilinear", "bicubic"):
-            kwargs["mode"] = upsample_mode(kwargs["mode"])
-        elif len(args) > 3 and args[3] in ("bilinear", "bicubic"):
-            args[3] = upsample_mode(args[3])
-        size = kwargs.get("size", args[1] if len(args) > 1 else None)
-        if isinstance(size, (list, tuple)) and all(isinstance(s, int) for s in size) and len(size) == 2:
-            raise NotImplementedError(
-                f"F.interpolate at '{_where(node)}' has a fixed 2D output size {tuple(size)} that defines no depth"
-            )
-        scale = kwargs.get("scale_factor", args[2] if len(args) > 2 else None)
-        if isinstance(scale, (list, tuple)) and len(scale) == 2:
-            scale3 = expand_pair(scale, keep, 1.0)
-            if "scale_factor" in kwargs:
-                kwargs["scale_factor"] = scale3
-            else:
-                args[2] = scale3
+        mode = _get_arg(args, kwargs, 3, "mode", "nearest")
+        if mode in ("bilinear", "bicubic"):
+            _set_arg(args, kwargs, 3, "mode", upsample_mode(mode))
+        size = _get_arg(args, kwargs, 1, "size")
+        if isinstance(size, (list, tuple)) and len(size) == 2 and not _spatial_pair(size, 0, spatial):
+            if not keep:
+                raise NotImplementedError(
+                    f"F.interpolate at '{_where(node)}' has a 2D output size {tuple(size)} that defines no depth "
+                    f"(convert with keep_depth=True to keep the input depth)"
+                )
+            with graph.inserting_before(node):  # keep_depth: the output keeps the input depth
+                depth = graph.call_function(operator.getitem, (graph.call_function(getattr, (args[0], "shape")), 2))
+            _set_arg(args, kwargs, 1, "size", (depth, *size))
+        scale = _get_arg(args, kwargs, 2, "scale_factor")
+        if isinstance(scale, (list, tuple)) and len(scale) == 2 or (keep and isinstance(scale, (int, float))):
+            _set_arg(args, kwargs, 2, "scale_factor", expand_pair(scale, keep, 1.0))
     elif target in (F.max_pool2d, torch.max_pool2d):
         node.target = F.max_pool3d
         _expand_pool_args(args, kwargs, keep, ["kernel_size", "stride", "padding", "dilation"])
     elif target is F.avg_pool2d:
         node.target = F.avg_pool3d
         _expand_pool_args(args, kwargs, keep, ["kernel_size", "stride", "padding"])
+        _pad_before_avg_pool(graph, node, args, kwargs)
+    elif target is F.lp_pool2d:
+        node.target = F.lp_pool3d
+        _expand_pool_args(args, kwargs, keep, ["norm_type", "kernel_size", "stride"])
     elif target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
-        node.target = F.adaptive_avg_pool3d if target is not F.adaptive_max_pool2d else F.adaptive_max_pool3d
-        if "output_size" in kwargs:
-            kwargs["output_size"] = adaptive_output_size(kwargs["output_size"])
-        else:
-            args[1] = adaptive_output_size(args[1])
+        node.target = F.adaptive_avg_pool3d if target is F.adaptive_avg_pool2d else F.adaptive_max_pool3d
+        size = _get_arg(args, kwargs, 1, "output_size")
+        if not isinstance(size, fx.Node):
+            _set_arg(args, kwargs, 1, "output_size", adaptive_output_size(size))
     elif target is F.dropout2d:
         node.target = F.dropout3d
     elif target is F.pad:
-        pad = kwargs.get("pad", args[1] if len(args) > 1 else None)
+        pad = _get_arg(args, kwargs, 1, "pad")
         if isinstance(pad, (list, tuple)) and len(pad) == 4:
             front = (0, 0) if keep else (pad[2], pad[3])
-            new = tuple(pad) + front
-            if "pad" in kwargs:
-                kwargs["pad"] = new
-            else:
-                args[1] = new
-    elif target is torch.flatten or target is torch.squeeze:
-        pass
+            _set_arg(args, kwargs, 1, "pad", tuple(pad) + front)
     node.args, node.kwargs = tuple(args), kwargs
+
+
+def _pad_before_avg_pool(graph: fx.Graph, node: fx.Node, args: list, kwargs: dict) -> None:
+    """``avg_pool3d`` rejects maps smaller than the kernel even when padded (``avg_pool2d`` accepts them, e.g.
+    Inception v3's 3x3 / padding 1 pool on 1x1 maps). With zero padding counted in the average (the default) and
+    ``ceil_mode=False``, zero-padding first and pooling without padding is the same operation."""
+    padding = _get_arg(args, kwargs, 3, "padding", 0)
+    ceil_mode = _get_arg(args, kwargs, 4, "ceil_mode", False)
+    count_include_pad = _get_arg(args, kwargs, 5, "count_include_pad", True)
+    if isinstance(padding, int):
+        padding = (padding, padding, padding)
+    if not (isinstance(padding, tuple) and all(isinstance(p, int) for p in padding) and any(padding)):
+        return
+    if ceil_mode is not False or count_include_pad is not True:
+        return
+    pad_d, pad_h, pad_w = padding
+    with graph.inserting_before(node):
+        padded = graph.call_function(F.pad, (args[0], (pad_w, pad_w, pad_h, pad_h, pad_d, pad_d)))
+    args[0] = padded
+    _set_arg(args, kwargs, 3, "padding", 0)
 
 
 _POOL_DEPTH_DEFAULT = {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1}
@@ -272,14 +727,22 @@ _POOL_DEPTH_DEFAULT = {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 
 
 def _expand_pool_args(args: list, kwargs: dict, keep: bool, names: list[str]) -> None:
     for position, name in enumerate(names, start=1):
-        if name in kwargs and kwargs[name] is not None and not isinstance(kwargs[name], fx.Node):
-            kwargs[name] = expand_pair(kwargs[name], keep, _POOL_DEPTH_DEFAULT[name])
-        elif len(args) > position and args[position] is not None and not isinstance(args[position], fx.Node):
-            args[position] = expand_pair(args[position], keep, _POOL_DEPTH_DEFAULT[name])
-    if keep and "stride" in names and "stride" not in kwargs and (len(args) <= 2 or args[2] is None):
-        kernel = kwargs.get("kernel_size", args[1] if len(args) > 1 else None)
-        if kernel is not None:
+        if name not in _POOL_DEPTH_DEFAULT:
+            continue
+        value = _get_arg(args, kwargs, position, name)
+        if (
+            value is not None
+            and not isinstance(value, fx.Node)
+            and not (isinstance(value, (list, tuple)) and any(isinstance(v, fx.Node) for v in value))
+        ):
+            _set_arg(args, kwargs, position, name, expand_pair(value, keep, _POOL_DEPTH_DEFAULT[name]))
+    stride_position = names.index("stride") + 1
+    if keep and _get_arg(args, kwargs, stride_position, "stride") in (None, []):
+        kernel = _get_arg(args, kwargs, names.index("kernel_size") + 1, "kernel_size")
+        if kernel is not None and not isinstance(kernel, fx.Node):
             kwargs["stride"] = expand_pair(kernel, keep, 1)  # default stride = kernel, never along depth
+            if len(args) > stride_position:
+                args[stride_position] = kwargs.pop("stride")
 
 
 def _rewrite_broadcast_attr(gm: fx.GraphModule, graph: fx.Graph, node: fx.Node) -> None:
@@ -289,8 +752,25 @@ def _rewrite_broadcast_attr(gm: fx.GraphModule, graph: fx.Graph, node: fx.Node) 
         value = getattr(value, part, None)
     if not isinstance(value, torch.Tensor) or value.dim() not in (3, 4) or tuple(value.shape[-2:]) != (1, 1):
         return
-    users = [u for u in node.users if u.op in ("call_function", "call_method") and u.target in (
-        operator.mul, operator.add, operator.sub, operator.truediv, torch.mul, torch.add, "mul", "add", "__mul__")]
+    arithmetic = (
+        operator.mul,
+        operator.add,
+        operator.sub,
+        operator.truediv,
+        torch.mul,
+        torch.add,
+        torch.sub,
+        torch.div,
+        "mul",
+        "add",
+        "sub",
+        "div",
+        "mul_",
+        "add_",
+        "__mul__",
+        "__add__",
+    )
+    users = [u for u in node.users if u.op in ("call_function", "call_method") and u.target in arithmetic]
     if not users:
         return
     with graph.inserting_after(node):
@@ -299,26 +779,75 @@ def _rewrite_broadcast_attr(gm: fx.GraphModule, graph: fx.Graph, node: fx.Node) 
         user.replace_input_with(node, expanded)
 
 
-def leftover_2d_nodes(graph: fx.Graph) -> list[str]:
-    """Describe the graph nodes that still call a 2D-only function (with the module path that calls them)."""
+def leftover_2d_nodes(graph: fx.Graph, prefix: str = "") -> list[str]:
+    """Describe the graph nodes that still call a 2D-only function, as ``path (Class): function``.
+
+    Args:
+        graph: a converted graph.
+        prefix: qualified name of the graph's module inside the whole model. Default ``""`` (the model).
+    """
     found = []
     for node in graph.nodes:
         if node.op != "call_function":
             continue
         if node.target in LEFTOVER_2D_FUNCTIONS:
-            found.append(f"{_where(node)}: {getattr(node.target, '__name__', node.target)}")
+            found.append(f"{_where(node, prefix)}: {LEFTOVER_2D_FUNCTIONS[node.target]}")
         elif node.target in (F.interpolate, F.upsample):
             mode = node.kwargs.get("mode", node.args[3] if len(node.args) > 3 else "nearest")
             if mode in ("bilinear", "bicubic"):
-                found.append(f"{_where(node)}: interpolate(mode={mode!r})")
+                found.append(f"{_where(node, prefix)}: F.interpolate(mode={mode!r})")
     return found
 
 
-def warn_untraced(names: list[str]) -> None:
-    """Warn that functional calls inside some modules were not checked (their forward is not traceable)."""
-    if names:
-        warnings.warn(
-            "these modules could not be traced with torch.fx, so only their submodules were converted and their own "
-            f"functional calls were not checked: {names}",
-            stacklevel=3,
+def _code_names(cls: type) -> set[str]:
+    """Global and attribute names used by the methods ``cls`` defines (nested functions included)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass in (nn.Module, object) or klass.__module__.startswith("torch.nn"):
+            continue
+        for value in vars(klass).values():
+            code = getattr(value, "__code__", None)
+            stack = [code] if code is not None else []
+            while stack:
+                current = stack.pop()
+                names.update(current.co_names)
+                stack.extend(c for c in current.co_consts if hasattr(c, "co_names"))
+    return names
+
+
+def scan_untraced_code(module: nn.Module) -> tuple[list[str], list[str]]:
+    """What an untraceable module's own code uses: (2D-only functions, layout-dependent names), each sorted.
+
+    The first list is certain trouble in 3D (``F.conv2d`` and friends); the second only may be (``x.shape``,
+    ``F.pad``, ``view`` ... are fine when written dimension-agnostic, as MONAI writes them).
+    """
+    names = _code_names(type(module))
+    return sorted(names & _UNTRACED_2D_NAMES), sorted(names & _UNTRACED_LAYOUT_NAMES)
+
+
+def warn_untraced(untraced: list[tuple[str, str, str, list[str]]]) -> None:
+    """Warn about modules whose forward could not be traced and whose own code may assume 4-D tensors.
+
+    Args:
+        untraced: (qualified name, class name, trace error, layout-dependent names) per module; modules whose code
+            uses no layout-dependent name are not reported.
+    """
+    grouped: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
+    for name, class_name, error, names in untraced:
+        if names:
+            grouped.setdefault((class_name, error, tuple(names)), []).append(name)
+    if not grouped:
+        return
+    lines = []
+    for (class_name, error, names), paths in grouped.items():
+        lines.append(
+            f"{', '.join(paths)} ({class_name}): torch.fx cannot trace its forward ({error}); its submodules were "
+            f"converted to 3D, but its own forward runs unchanged and uses {list(names)}, which is only correct if "
+            f"written for any number of spatial dimensions"
         )
+    warnings.warn(
+        "converted child by child, without a graph rewrite:\n  "
+        + "\n  ".join(lines)
+        + "\nCheck those forwards, or make them torch.fx-traceable so the converter can rewrite them.",
+        stacklevel=3,
+    )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,7 +13,14 @@ from torchvision.ops.misc import Permute
 from ..layers import ACSConvTranspose, OperatorSpec
 from ..layers.fusion import inflate_conv_weight
 
-__all__ = ["ConvertContext", "MODULE_RULES", "LEFTOVER_2D_MODULES", "map_permutation", "expand_pair"]
+__all__ = [
+    "LEFTOVER_2D_MODULES",
+    "MODULE_RULES",
+    "ConvertContext",
+    "expand_pair",
+    "keep_depth_correction",
+    "map_permutation",
+]
 
 
 @dataclass
@@ -58,7 +66,9 @@ def _conv2d(module: nn.Conv2d, ctx: ConvertContext) -> nn.Module:
     try:
         return ctx.spec.layer.from_conv2d(module, keep_depth=ctx.keep_depth, **ctx.options)
     except TypeError as error:
-        raise TypeError(f"operator {ctx.spec.name!r} does not accept the options {sorted(ctx.options)}: {error}") from error
+        raise TypeError(
+            f"operator {ctx.spec.name!r} does not accept the options {sorted(ctx.options)}: {error}"
+        ) from error
 
 
 def _conv_transpose2d(module: nn.ConvTranspose2d, ctx: ConvertContext) -> nn.Module:
@@ -68,8 +78,16 @@ def _conv_transpose2d(module: nn.ConvTranspose2d, ctx: ConvertContext) -> nn.Mod
         padding = expand_pair(module.padding, ctx.keep_depth, (kh - 1) // 2 * module.dilation[0])
         out_pad = expand_pair(module.output_padding, ctx.keep_depth, 0)
         layer = nn.ConvTranspose3d(
-            module.in_channels, module.out_channels, (kh, kh, kw), stride, padding, out_pad, module.groups,
-            module.bias is not None, expand_pair(module.dilation, False), device=module.weight.device,
+            module.in_channels,
+            module.out_channels,
+            (kh, kh, kw),
+            stride,
+            padding,
+            out_pad,
+            module.groups,
+            module.bias is not None,
+            expand_pair(module.dilation, False),
+            device=module.weight.device,
             dtype=module.weight.dtype,
         )
         with torch.no_grad():
@@ -109,13 +127,15 @@ def _pool_args(module: nn.Module, ctx: ConvertContext) -> dict[str, Any]:
 
 def _max_pool(module: nn.MaxPool2d, ctx: ConvertContext) -> nn.Module:
     args = _pool_args(module, ctx)
-    return nn.MaxPool3d(dilation=expand_pair(module.dilation, ctx.keep_depth, 1), return_indices=module.return_indices,
-                        **args)
+    return nn.MaxPool3d(
+        dilation=expand_pair(module.dilation, ctx.keep_depth, 1), return_indices=module.return_indices, **args
+    )
 
 
 def _avg_pool(module: nn.AvgPool2d, ctx: ConvertContext) -> nn.Module:
-    return nn.AvgPool3d(count_include_pad=module.count_include_pad, divisor_override=module.divisor_override,
-                        **_pool_args(module, ctx))
+    return nn.AvgPool3d(
+        count_include_pad=module.count_include_pad, divisor_override=module.divisor_override, **_pool_args(module, ctx)
+    )
 
 
 def _lp_pool(module: nn.LPPool2d, ctx: ConvertContext) -> nn.Module:
@@ -153,8 +173,9 @@ def _upsample(module: nn.Upsample, ctx: ConvertContext) -> nn.Module:
     if isinstance(scale, tuple) and len(scale) == 3:
         return module
     align = module.align_corners if upsample_mode(module.mode) in ("linear", "trilinear") else None
-    return nn.Upsample(scale_factor=expand_pair(scale, ctx.keep_depth, 1.0), mode=upsample_mode(module.mode),
-                       align_corners=align)
+    return nn.Upsample(
+        scale_factor=expand_pair(scale, ctx.keep_depth, 1.0), mode=upsample_mode(module.mode), align_corners=align
+    )
 
 
 def _dropout(module: nn.Dropout2d, ctx: ConvertContext) -> nn.Module:
@@ -178,6 +199,23 @@ def _pad(module: nn.Module, ctx: ConvertContext) -> nn.Module:
 
 def _permute(module: Permute, ctx: ConvertContext) -> nn.Module:
     return Permute(map_permutation(module.dims, "Permute"))
+
+
+def keep_depth_correction(old: nn.Module, new: nn.Module, ctx: ConvertContext) -> int:
+    """Slices a ``keep_depth`` layer built from ``old`` loses (> 0) or adds (< 0) along depth.
+
+    With ``keep_depth`` a convolution pads depth symmetrically by ``dilation * (kh - 1) // 2`` (the layers'
+    box-kernel geometry), which keeps the depth for odd kernel heights. An even height (ConvNeXt's 4 x 4 stem,
+    2 x 2 transposed convolutions) leaves one slice short (convolution) or over (transposed convolution); the
+    graph pass pads / crops that slice at the back so that the depth stays D.
+    """
+    if not ctx.keep_depth or not isinstance(old, (nn.Conv2d, nn.ConvTranspose2d)):
+        return 0
+    padding = getattr(new, "padding", None)
+    if isinstance(padding, str) or not isinstance(padding, (tuple, list)):
+        return 0
+    excess = old.dilation[0] * (old.kernel_size[0] - 1) - 2 * int(padding[0])
+    return excess if isinstance(old, nn.Conv2d) else -excess
 
 
 MODULE_RULES: dict[type, Callable[[Any, ConvertContext], nn.Module]] = {

@@ -11,14 +11,18 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["resolve_weights", "load_2d_weights"]
+__all__ = ["load_2d_weights", "resolve_weights"]
 
 _WRAPPER_KEYS = ("state_dict", "model", "network", "net")
 # torchvision's original DenseNet checkpoints name layers "norm.1" instead of "norm1".
-_DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_LEGACY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 
 
 def _from_enum(weights: Any) -> dict[str, torch.Tensor]:
+    """Read a torchvision weights enum's file from torchvision's cache (``<torch.hub.get_dir()>/checkpoints/``,
+    i.e. ``$TORCH_HOME/hub/checkpoints/``), where ``get_state_dict`` would download it; never downloads."""
     file_name = os.path.basename(weights.url)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
     if not cached.is_file():
@@ -27,7 +31,7 @@ def _from_enum(weights: Any) -> dict[str, torch.Tensor]:
             f"Download it once on a machine with internet (e.g. torchvision.models.get_weight('"
             f"{type(weights).__name__}.{weights.name}').get_state_dict()) and copy it there, or pass a local file."
         )
-    return weights.get_state_dict(progress=False)
+    return torch.load(cached, map_location="cpu", weights_only=True)
 
 
 def resolve_weights(weights: Any) -> dict[str, torch.Tensor]:
@@ -42,8 +46,8 @@ def resolve_weights(weights: Any) -> dict[str, torch.Tensor]:
         The state dict (legacy DenseNet key names are modernised).
 
     Raises:
-        FileNotFoundError: a path or a cached enum file does not exist.
-        ValueError: the argument is none of the above.
+        FileNotFoundError: a path or a cached enum file does not exist (the message names the expected path).
+        TypeError: the argument is none of the above.
     """
     from torchvision.models import WeightsEnum, get_weight
 
@@ -63,7 +67,7 @@ def resolve_weights(weights: Any) -> dict[str, torch.Tensor]:
                 f"like 'ResNet18_Weights.IMAGENET1K_V1'"
             )
     else:
-        raise ValueError(f"weights must be a state dict, a file path or a torchvision weights enum, got {type(weights)}")
+        raise TypeError(f"weights must be a state dict, a file path or a torchvision weights enum, got {type(weights)}")
     for key in _WRAPPER_KEYS:
         if key in state and isinstance(state[key], Mapping):
             state = dict(state[key])

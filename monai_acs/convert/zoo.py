@@ -1,0 +1,185 @@
+"""The torchvision CNN zoo as a conversion benchmark: which 2D CNNs convert, run and train in 3D.
+
+Used by ``scripts/check_zoo.py`` and ``tests/convert/test_zoo.py``; also handy for checking your own model with
+:func:`check_conversion`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .api import convert_to_3d
+
+__all__ = [
+    "ZOO_EXCLUDE",
+    "ZOO_INPUT_SIZE",
+    "ZooResult",
+    "build_torchvision_2d",
+    "check_conversion",
+    "check_torchvision_model",
+    "torchvision_cnn_names",
+    "zoo_input_shape",
+]
+
+# Model-name patterns left out of the zoo, each with its reason.
+ZOO_EXCLUDE: dict[str, str] = {
+    "vit_*": "vision transformer: patch embedding + token sequence, not a CNN",
+    "swin_*": "Swin transformer: windowed attention over token grids, not a CNN",
+    "maxvit_*": "MaxViT: block / grid attention over token grids, not a CNN",
+}
+
+# Input cube edge per model: the smallest cube that survives the model's total stride (32 for the ImageNet CNNs,
+# so the last feature map is 1 x 1 x 1) or the larger minimum torchvision declares in the weights' ``min_size``.
+ZOO_INPUT_SIZE: dict[str, int] = {
+    "default": 32,
+    "alexnet": 63,  # 11x11 stride-4 stem and three 3x3 stride-2 pools without padding (min_size 63)
+    "efficientnet_v2_s": 33,  # min_size 33
+    "efficientnet_v2_m": 33,
+    "efficientnet_v2_l": 33,
+    "inception_v3": 75,  # unpadded stem and grid reductions (min_size 75)
+}
+
+# Builder arguments: small heads; no downloads; no auxiliary classifier for Inception v3 (GoogLeNet keeps its two).
+_SEGMENTATION_PREFIXES = ("fcn_", "deeplabv3_", "lraspp_")
+
+
+def torchvision_cnn_names() -> list[str]:
+    """The 74 torchvision CNNs: classification models without ``ZOO_EXCLUDE`` patterns, plus segmentation models.
+
+    Returns:
+        Model names in ``torchvision.models.list_models`` order, classification first.
+    """
+    import torchvision
+
+    classification = [
+        name
+        for name in torchvision.models.list_models(module=torchvision.models)
+        if not any(fnmatch.fnmatch(name, pattern) for pattern in ZOO_EXCLUDE)
+    ]
+    return classification + torchvision.models.list_models(module=torchvision.models.segmentation)
+
+
+def is_segmentation(name: str) -> bool:
+    """True for the torchvision segmentation models (their output is a dict with a 5-D ``"out"``)."""
+    return name.startswith(_SEGMENTATION_PREFIXES)
+
+
+def build_torchvision_2d(name: str, num_classes: int = 3) -> nn.Module:
+    """Build a randomly initialised torchvision model for the zoo (no weights are downloaded).
+
+    Args:
+        name: a torchvision model name.
+        num_classes: head size. Default 3.
+
+    Returns:
+        The 2D model in train mode.
+    """
+    import torchvision
+
+    kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes}
+    if is_segmentation(name):
+        kwargs["weights_backbone"] = None
+    if name in ("googlenet", "inception_v3"):
+        kwargs["init_weights"] = False  # scipy-free, fast init
+    if name == "inception_v3":
+        kwargs["aux_logits"] = False  # the auxiliary head needs a 17x17 grid, i.e. inputs of 299 voxels and more
+    return torchvision.models.get_model(name, **kwargs)
+
+
+def zoo_input_shape(name: str, operator: str, batch: int = 2, depth: int = 3, size: int | None = None) -> tuple:
+    """(N, C, D, H, W) input for a zoo model; ``"a3d"`` (converted with ``keep_depth``) gets ``depth`` slices."""
+    edge = size or ZOO_INPUT_SIZE.get(name, ZOO_INPUT_SIZE["default"])
+    return (batch, 3, depth if operator == "a3d" else edge, edge, edge)
+
+
+@dataclass
+class ZooResult:
+    """Outcome of one conversion check."""
+
+    name: str
+    operator: str
+    ok: bool
+    output_shape: tuple = ()
+    seconds: float = 0.0
+    error: str = ""
+
+
+def _output_tensors(output: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(main output, every tensor output) of a classification / segmentation / auxiliary-head model."""
+    if isinstance(output, dict):
+        return output["out"], [v for v in output.values() if isinstance(v, torch.Tensor)]
+    if isinstance(output, (tuple, list)):
+        tensors = [v for v in output if isinstance(v, torch.Tensor)]
+        return tensors[0], tensors
+    return output, [output]
+
+
+def check_conversion(
+    model: nn.Module,
+    operator: str,
+    input_shape: tuple,
+    expected_shape: tuple,
+    **convert_options: Any,
+) -> tuple[tuple, nn.Module]:
+    """Convert ``model``, run forward and backward in train mode, and check what a 3D network must satisfy.
+
+    The output (``"out"`` of a dict, the first of a tuple) must have ``expected_shape`` and be finite, and every
+    parameter must receive a finite gradient from the sum of all tensor outputs.
+
+    Args:
+        model: the 2D model (not modified).
+        operator: fusion operator key.
+        input_shape: (N, C, D, H, W).
+        expected_shape: the main output's shape.
+        **convert_options: passed to :func:`convert_to_3d` (``keep_depth``, ``depth``, ...).
+
+    Returns:
+        (output shape, converted model).
+
+    Raises:
+        AssertionError: a wrong shape, a non-finite value, or parameters without gradient (named).
+        Exception: whatever conversion or the forward pass raise.
+    """
+    net = convert_to_3d(model, operator, **convert_options).train()
+    output = net(torch.randn(*input_shape))
+    main, tensors = _output_tensors(output)
+    if tuple(main.shape) != tuple(expected_shape):
+        raise AssertionError(f"output shape {tuple(main.shape)}, expected {tuple(expected_shape)}")
+    if not all(bool(torch.isfinite(t).all()) for t in tensors):
+        raise AssertionError("non-finite output")
+    sum(t.float().sum() for t in tensors).backward()
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    if missing:
+        raise AssertionError(f"{len(missing)} parameters get no gradient: {missing[:5]}")
+    bad = [n for n, p in net.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    if bad:
+        raise AssertionError(f"non-finite gradients: {bad[:5]}")
+    return tuple(main.shape), net
+
+
+def check_torchvision_model(
+    name: str, operator: str, *, batch: int = 2, depth: int = 3, size: int | None = None, num_classes: int = 3
+) -> ZooResult:
+    """Build, convert and check one torchvision model; never raises (the error is in the result).
+
+    ``"a3d"`` is converted with ``keep_depth=True, depth=depth``; the other operators with the default
+    (depth strided like H and W) on a cube of :data:`ZOO_INPUT_SIZE`.
+    """
+    start = time.perf_counter()
+    try:
+        shape = zoo_input_shape(name, operator, batch, depth, size)
+        options: dict[str, Any] = {"keep_depth": True, "depth": depth} if operator == "a3d" else {}
+        expected = (batch, num_classes, *shape[2:]) if is_segmentation(name) else (batch, num_classes)
+        out_shape, _ = check_conversion(build_torchvision_2d(name, num_classes), operator, shape, expected, **options)
+    except Exception as error:  # noqa: BLE001 - a sweep reports every failure
+        message = " ".join(str(error).split())
+        return ZooResult(
+            name, operator, False, seconds=time.perf_counter() - start, error=f"{type(error).__name__}: {message[:400]}"
+        )
+    return ZooResult(name, operator, True, out_shape, time.perf_counter() - start)

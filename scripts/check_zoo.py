@@ -1,0 +1,91 @@
+"""Convert the 74 torchvision CNNs to 3D with every fusion operator and print ``converted N/74`` per operator.
+
+Each model (68 classification CNNs of ``torchvision.models.list_models`` without ViT / Swin / MaxViT, plus the 6
+segmentation models; randomly initialised, nothing downloaded) is converted, run forward and backward in train mode
+on a batch of 2 cubes (``monai_acs.convert.zoo.ZOO_INPUT_SIZE``: 32 voxels, more where the model needs it), and
+must give a (N, classes) or 5-D segmentation output and a gradient for every parameter. ``a3d`` is converted with
+``keep_depth=True, depth=D`` and fed D slices.
+
+Usage (from the repository root; the full sweep takes hours on 2 cores):
+
+    python scripts/check_zoo.py                                   # every operator, every model
+    python scripts/check_zoo.py --operators acs,i3d --models resnet18,mnasnet0_5
+    python scripts/check_zoo.py --operators a3d --depth 7 --size 48
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import warnings
+from pathlib import Path
+
+import fire
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from monai_acs.convert.zoo import check_torchvision_model, torchvision_cnn_names
+from monai_acs.layers import list_operators
+
+
+def _as_list(value: str | list | tuple | None) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def main(
+    operators: str | list[str] = "all",
+    models: str | list[str] | None = None,
+    size: int | None = None,
+    depth: int = 3,
+    batch: int = 2,
+    threads: int = 2,
+    quiet: bool = False,
+) -> None:
+    """Run the sweep and print one line per model, then ``<operator>: converted N/M`` and the failures.
+
+    Args:
+        operators: ``"all"`` (every registered operator) or a comma-separated list. Default ``"all"``.
+        models: comma-separated torchvision names (default: all 74).
+        size: cube edge for every model instead of the per-model sizes. Default None.
+        depth: slices for ``a3d`` (converted with ``keep_depth=True``). Default 3.
+        batch: batch size (>= 2 so train-mode BatchNorm sees 2 values on 1x1x1 maps). Default 2.
+        threads: torch CPU threads. Default 2.
+        quiet: print only the summary. Default False.
+    """
+    torch.set_num_threads(threads)
+    warnings.simplefilter("ignore")
+    names = torchvision_cnn_names()
+    chosen = _as_list(models)
+    if chosen is not None:
+        unknown = sorted(set(chosen) - set(names))
+        if unknown:
+            raise ValueError(f"not zoo models: {unknown}; the zoo is {names}")
+        names = [n for n in names if n in chosen]
+    ops = list_operators() if operators == "all" else _as_list(operators)
+    summary = []
+    for operator in ops:
+        failures = []
+        for name in names:
+            torch.manual_seed(0)
+            result = check_torchvision_model(name, operator, batch=batch, depth=depth, size=size)
+            if not quiet:
+                status = f"ok {result.output_shape}" if result.ok else f"FAIL {result.error}"
+                print(f"{operator} {name} {status} {result.seconds:.1f}s", flush=True)
+            if not result.ok:
+                failures.append(result)
+            gc.collect()
+        line = f"{operator}: converted {len(names) - len(failures)}/{len(names)}"
+        summary.append(line)
+        print(line, flush=True)
+        for failure in failures:
+            print(f"  {failure.name}: {failure.error}", flush=True)
+    print("\n".join(["summary:", *summary]), flush=True)
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
