@@ -52,8 +52,25 @@ def _overrides_to_args(overrides: dict[str, Any] | None) -> list[str]:
     return args
 
 
-def run_setting(bundle: Path, operator: str, pretrained: bool, run_name: str, overrides: dict | None) -> dict:
-    """Train one setting through the real bundle CLI and return its results.json plus wall time."""
+def run_setting(
+    bundle: Path, operator: str, pretrained: bool, run_name: str, overrides: dict | None, collect_only: bool = False
+) -> dict | None:
+    """Train one setting through the real bundle CLI and return its results.json plus wall time.
+
+    A setting whose run folder already holds ``results.json`` (same tag) is not trained again, so an interrupted
+    comparison continues where it stopped; with ``collect_only`` missing settings are skipped (None).
+    """
+    runs_dir = Path((overrides or {}).get("runs_dir", bundle / "runs"))
+    finished = runs_dir / run_name / "results.json"
+    if finished.is_file():
+        results = json.loads(finished.read_text())
+        timing = runs_dir / run_name / "compare_seconds.txt"
+        results["seconds"] = float(timing.read_text()) if timing.is_file() else None
+        print(f"reusing {finished}", flush=True)
+        return results
+    if collect_only:
+        print(f"skipping {operator}:{'p' if pretrained else 'r'}: {finished} does not exist", flush=True)
+        return None
     cmd = [
         sys.executable, "-m", "monai.bundle", "run", "training",
         "--config_file", str(bundle / "configs" / "train.json"),
@@ -67,10 +84,14 @@ def run_setting(bundle: Path, operator: str, pretrained: bool, run_name: str, ov
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
         raise RuntimeError(f"setting {operator}:{'p' if pretrained else 'r'} failed:\n{tail}")
-    runs_dir = Path((overrides or {}).get("runs_dir", bundle / "runs"))
-    results = json.loads((runs_dir / run_name / "results.json").read_text())
+    results = json.loads(finished.read_text())
     results["seconds"] = round(seconds, 1)
+    (runs_dir / run_name / "compare_seconds.txt").write_text(f"{seconds:.1f}\n")
     return results
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} s"
 
 
 def write_outputs(rows: list[dict], out: Path, title: str) -> None:
@@ -86,7 +107,7 @@ def write_outputs(rows: list[dict], out: Path, title: str) -> None:
              "|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['model']} | {pct(row['feature_mauc'])} | {pct(row['dice'])} | {pct(row['miou'])} | "
-                     f"{row['size_mb']:.2f} MB | {row['seconds']:.0f} s |")
+                     f"{row['size_mb']:.2f} MB | {_seconds(row['seconds'])} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
@@ -116,6 +137,7 @@ def compare(
     out: str | None = None,
     overrides: dict | None = None,
     tag: str | None = None,
+    collect_only: bool = False,
 ) -> str:
     """Train ``bundle`` once per setting and write results.md / results.csv / results.png.
 
@@ -125,7 +147,8 @@ def compare(
             Mean-/Soft-ACS p. (``a3d:p`` works too: A3D keeps the depth, see the bundle docs).
         out: output folder. Default ``<bundle>/docs/compare``.
         overrides: extra bundle overrides for every run, e.g. ``'{"epochs": 2, "n_3d_train": 4}'``.
-        tag: run-name prefix. Default ``compare_<UTC timestamp>``.
+        tag: run-name prefix. Default ``compare_<UTC timestamp>``. Reusing a tag continues that comparison.
+        collect_only: only tabulate the settings of ``tag`` that already finished. Default False.
 
     Returns:
         Path of the Markdown table.
@@ -138,7 +161,9 @@ def compare(
     rows = []
     for operator, pretrained in parsed:
         run_name = f"{tag}/{operator}_{'p' if pretrained else 'r'}"
-        result = run_setting(bundle_path, operator, pretrained, run_name, overrides)
+        result = run_setting(bundle_path, operator, pretrained, run_name, overrides, collect_only)
+        if result is None:
+            continue
         parameters = int(result["parameters"])
         rows.append({
             "model": _label(operator, pretrained),
