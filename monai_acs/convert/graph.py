@@ -305,10 +305,11 @@ def trace_2d(model: nn.Module) -> tuple[fx.Graph, fx.Graph | None]:
         model.train(was_training)
     for graph in (train_graph, eval_graph):
         _resolve_string_annotations(graph, model)
+        # the return annotation describes the Python forward, not necessarily the traced path (Inception v3 says
+        # InceptionOutputs and returns a Tensor in eval mode): let TorchScript infer it
+        graph.output_node().type = None
     if _graph_signature(train_graph) == _graph_signature(eval_graph):
         return train_graph, None
-    for graph in (train_graph, eval_graph):  # forward's return annotation holds for one mode only (GoogLeNet)
-        graph.output_node().type = None
     return train_graph, eval_graph
 
 
@@ -322,8 +323,6 @@ def _resolve_string_annotations(graph: fx.Graph, model: nn.Module) -> None:
     for node in graph.nodes:
         if node.op == "placeholder" and isinstance(node.type, str):
             node.type = hints.get(str(node.target).lstrip("*"))
-        elif node.op == "output" and isinstance(node.type, str):
-            node.type = hints.get("return")
 
 
 def _graph_signature(graph: fx.Graph) -> list[tuple]:

@@ -33,11 +33,16 @@ class ConvertContext:
 
 
 def expand_pair(value: Any, keep_depth: bool, depth_value: int | None = None) -> tuple:
-    """(h, w) -> (d, h, w) with d = h, or ``depth_value`` when ``keep_depth`` (None keeps d = h)."""
+    """(h, w) -> (d, h, w) with d = h, or ``depth_value`` when ``keep_depth`` (None keeps d = h).
+
+    A (d, h, w) triple is returned unchanged, so expanding twice is harmless.
+    """
     if isinstance(value, (int, float)) or value is None:
         pair = (value, value)
     else:
         pair = tuple(value)
+        if len(pair) == 3:
+            return pair
         if len(pair) == 1:
             pair = (pair[0], pair[0])
     depth = depth_value if keep_depth and depth_value is not None else pair[0]
@@ -133,9 +138,15 @@ def _max_pool(module: nn.MaxPool2d, ctx: ConvertContext) -> nn.Module:
 
 
 def _avg_pool(module: nn.AvgPool2d, ctx: ConvertContext) -> nn.Module:
-    return nn.AvgPool3d(
-        count_include_pad=module.count_include_pad, divisor_override=module.divisor_override, **_pool_args(module, ctx)
-    )
+    args = _pool_args(module, ctx)
+    padding = args["padding"]
+    if any(padding) and module.count_include_pad and not module.ceil_mode:
+        # AvgPool3d rejects maps smaller than its kernel even when padded (AvgPool2d accepts them); with the zeros
+        # counted in the average, zero-padding first and pooling without padding is the same operation
+        args["padding"] = 0
+        pad = nn.ZeroPad3d((padding[2], padding[2], padding[1], padding[1], padding[0], padding[0]))
+        return nn.Sequential(pad, nn.AvgPool3d(divisor_override=module.divisor_override, **args))
+    return nn.AvgPool3d(count_include_pad=module.count_include_pad, divisor_override=module.divisor_override, **args)
 
 
 def _lp_pool(module: nn.LPPool2d, ctx: ConvertContext) -> nn.Module:
