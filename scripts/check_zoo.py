@@ -2,7 +2,8 @@
 
 Each model (68 classification CNNs of ``torchvision.models.list_models`` without ViT / Swin / MaxViT, plus the 6
 segmentation models; randomly initialised, nothing downloaded) is converted, run forward and backward in train mode
-on a batch of 2 cubes (``monai_acs.convert.zoo.ZOO_INPUT_SIZE``: 32 voxels, more where the model needs it), and
+on a batch of 2 cubes (``monai_acs.convert.zoo.ZOO_INPUT_SIZE``: the smallest that survives the model's strides,
+torchvision's declared ``min_size`` but at least 16 voxels), and
 must give a (N, classes) or 5-D segmentation output and a gradient for every parameter. ``a3d`` is converted with
 ``keep_depth=True, depth=D`` and fed D slices.
 

@@ -146,6 +146,13 @@ def find_leftover_2d(model: nn.Module) -> list[str]:
 
     Returns:
         The sorted list of findings; empty for a fully 3D model.
+
+    Examples:
+        >>> from torch import nn
+        >>> find_leftover_2d(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()))
+        ['0 (Conv2d): 2D module']
+        >>> find_leftover_2d(convert_to_3d(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())))
+        []
     """
     found = []
     for name, module in model.named_modules():
@@ -180,8 +187,10 @@ def convert_to_3d(
     Modules are swapped through an exact-type rule table (convolutions by the chosen fusion operator, norms,
     pools, upsampling, dropout, padding), and the forward is traced with ``torch.fx`` so that functional calls and
     shape arithmetic (``x.shape[-2:]``, bilinear ``F.interpolate``, ``x.mean([2, 3])``, channels-last permutes,
-    ``x.size()`` unpacking) are rewritten for (N, C, D, H, W) tensors. Models whose forward cannot be traced are
-    converted child by child (with a warning naming them).
+    ``x.size()`` unpacking) are rewritten for (N, C, D, H, W) tensors. A module whose forward cannot be traced keeps
+    its forward and has its children converted one by one; a warning names it when its code uses layout-dependent
+    names (``shape``, ``view``, ``pad``, ...), and 2D-only functions in it count as 2D leftovers. The rules are listed
+    in ``docs/converter.md``.
 
     Args:
         model: the 2D network (torchvision, MONAI ``spatial_dims=2``, or your own).
@@ -190,14 +199,18 @@ def convert_to_3d(
         weights: 2D weights loaded into the 2D model before conversion: a state dict, a file, a torchvision
             weights enum or its name (``"ResNet18_Weights.IMAGENET1K_V1"``, read from torchvision's cache).
             The converted model's parameters keep the 2D names (and, except I3D/P3D/A3D extras, shapes).
-        inplace: convert ``model`` itself instead of a deep copy. Default False.
+        inplace: skip the deep copy. ``model`` is then consumed: weights are loaded into it, a traced model is
+            returned as a new graph module that reuses ``model``'s unconverted submodules (``Linear``, activations:
+            the same parameters), an untraceable one has its children replaced in place. Use the returned module.
+            Default False.
         strict: raise if any 2D op is left after conversion; False only warns. Default True.
         keep_depth: strides and pooling never act along depth, and convolutions keep the depth
             (few-slice inputs, A3D paper Sec. 2.3). Default False. Required for ``"a3d"``.
         **operator_options: passed to every layer's ``from_conv2d``, e.g. ``depth=7`` for ``"a3d"``.
 
     Returns:
-        The converted ``nn.Module`` (a ``torch.fx`` graph module when the model could be traced).
+        The converted ``nn.Module``: a :class:`~monai_acs.convert.graph.ConvertedGraphModule` (picklable,
+        deep-copyable, scriptable, class name of the 2D model) when the model could be traced.
 
     Raises:
         ValueError: unknown operator (naming the closest key), weights that do not fit (missing / unexpected keys,
@@ -208,7 +221,7 @@ def convert_to_3d(
 
     Examples:
         >>> import torch, torchvision
-        >>> net = convert_to_3d(torchvision.models.resnet18(num_classes=2), "acs")
+        >>> net = convert_to_3d(torchvision.models.resnet18(num_classes=2), "acs").eval()
         >>> net(torch.randn(1, 3, 16, 32, 32)).shape
         torch.Size([1, 2])
     """

@@ -36,6 +36,10 @@ def expand_pair(value: Any, keep_depth: bool, depth_value: int | None = None) ->
     """(h, w) -> (d, h, w) with d = h, or ``depth_value`` when ``keep_depth`` (None keeps d = h).
 
     A (d, h, w) triple is returned unchanged, so expanding twice is harmless.
+
+    Examples:
+        >>> expand_pair(3, keep_depth=False), expand_pair((3, 1), keep_depth=True, depth_value=1)
+        ((3, 3, 3), (1, 3, 1))
     """
     if isinstance(value, (int, float)) or value is None:
         pair = (value, value)
@@ -54,6 +58,13 @@ def map_permutation(dims: tuple[int, ...] | list[int], where: str) -> list[int]:
 
     Only the channels-last round trip is supported: [0, 2, 3, 1] -> [0, 2, 3, 4, 1] and
     [0, 3, 1, 2] -> [0, 4, 1, 2, 3]; the identity stays the identity.
+
+    Raises:
+        NotImplementedError: any other 4-D permutation (naming ``where``).
+
+    Examples:
+        >>> map_permutation([0, 2, 3, 1], "block")
+        [0, 2, 3, 4, 1]
     """
     dims = [int(d) for d in dims]
     table = {(0, 2, 3, 1): [0, 2, 3, 4, 1], (0, 3, 1, 2): [0, 4, 1, 2, 3], (0, 1, 2, 3): [0, 1, 2, 3, 4]}

@@ -34,15 +34,21 @@ ZOO_EXCLUDE: dict[str, str] = {
     "maxvit_*": "MaxViT: block / grid attention over token grids, not a CNN",
 }
 
-# Input cube edge per model: the smallest cube that survives the model's total stride (32 for the ImageNet CNNs,
-# so the last feature map is 1 x 1 x 1) or the larger minimum torchvision declares in the weights' ``min_size``.
+# Input cube edge per model: the smallest cube that survives the model's strides and unpadded pools, i.e. the
+# minimum torchvision declares in the weights' ``min_size`` (3D has the same geometry along D as along H), but at
+# least 16 voxels so that every stage of a stride-32 network still sees more than padding.
 ZOO_INPUT_SIZE: dict[str, int] = {
-    "default": 32,
-    "alexnet": 63,  # 11x11 stride-4 stem and three 3x3 stride-2 pools without padding (min_size 63)
-    "efficientnet_v2_s": 33,  # min_size 33
-    "efficientnet_v2_m": 33,
-    "efficientnet_v2_l": 33,
-    "inception_v3": 75,  # unpadded stem and grid reductions (min_size 75)
+    "default": 16,
+    "alexnet": 63,  # 11x11 stride-4 stem and three unpadded 3x3 stride-2 pools
+    **{
+        f"convnext_{v}": 32 for v in ("tiny", "small", "base", "large")
+    },  # 4x4/4 stem, three unpadded 2x2/2 downsamplings
+    **{f"densenet{v}": 29 for v in (121, 161, 169, 201)},  # three unpadded 2x2/2 transition pools
+    **{f"efficientnet_v2_{v}": 33 for v in ("s", "m", "l")},
+    "inception_v3": 75,  # unpadded stem and grid reductions
+    "squeezenet1_0": 21,  # unpadded 3x3/2 pools, the last on a 3x3 map
+    "squeezenet1_1": 17,
+    **{f"vgg{v}{bn}": 32 for v in (11, 13, 16, 19) for bn in ("", "_bn")},  # five unpadded 2x2/2 pools
 }
 
 # Builder arguments: small heads; no downloads; no auxiliary classifier for Inception v3 (GoogLeNet keeps its two).
@@ -54,6 +60,11 @@ def torchvision_cnn_names() -> list[str]:
 
     Returns:
         Model names in ``torchvision.models.list_models`` order, classification first.
+
+    Examples:
+        >>> names = torchvision_cnn_names()
+        >>> len(names), names[0], names[-1]
+        (74, 'alexnet', 'lraspp_mobilenet_v3_large')
     """
     import torchvision
 

@@ -119,3 +119,18 @@ def test_constructs_without_a_3d_meaning_name_the_module():
     model.add_module("up", nn.Upsample(size=(4, 4)))
     with pytest.raises(NotImplementedError, match=r"'up' \(Upsample\).*size"):
         convert_to_3d(model)
+
+
+@pytest.mark.parametrize("module_name", ["monai_acs.convert.api", "monai_acs.convert.rules", "monai_acs.convert.zoo"])
+def test_docstring_examples(module_name):
+    import doctest
+    import importlib
+
+    module = importlib.import_module(module_name)
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner()
+    lines = []
+    attempted = 0
+    for test in finder.find(module, module_name):
+        runner.run(test, out=lines.append)
+        attempted += len(test.examples)
+    assert attempted > 0 and runner.failures == 0, "".join(lines)

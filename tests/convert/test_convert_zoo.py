@@ -46,6 +46,13 @@ def test_zoo_is_the_74_torchvision_cnns():
     assert set(ZOO_INPUT_SIZE) - {"default"} <= set(ZOO)
 
 
+def test_zoo_sizes_are_the_declared_minimum():
+    # the smallest cube that survives the model's strides: torchvision's declared min_size, at least 16 voxels
+    for name in ZOO:
+        declared = next(iter(torchvision.models.get_model_weights(name))).meta["min_size"]
+        assert ZOO_INPUT_SIZE.get(name, ZOO_INPUT_SIZE["default"]) == max(16, *declared), name
+
+
 @pytest.mark.parametrize(("name", "operator"), FAST_CASES, ids=[f"{n}-{o}" for n, o in FAST_CASES])
 def test_zoo_fast(name, operator):
     result = check_torchvision_model(name, operator)
