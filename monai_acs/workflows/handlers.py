@@ -22,7 +22,9 @@ class RunCheckpointer:
 
     Both files are written atomically (temporary file + rename). ``checkpoint_latest.pt`` holds the network,
     optimizer, LR scheduler and trainer state and the best metric so far, so a run interrupted at any point resumes
-    with ``resume=True`` losing at most the epoch in progress.
+    with ``resume=True`` losing at most the epoch in progress. A ``DataParallel`` / ``DistributedDataParallel`` network
+    is saved and loaded unwrapped (no ``module.`` prefix); under ``torch.distributed`` only rank 0 writes, while every
+    rank that has the handler loads ``checkpoint_latest.pt`` on resume.
 
     Args:
         run_dir: the run folder.
@@ -56,6 +58,18 @@ class RunCheckpointer:
         self._trainer: Engine | None = None
 
     @property
+    def _module(self) -> torch.nn.Module:
+        # save and load the bare network, as MONAI's CheckpointSaver does: no "module." prefix from (D)DP
+        wrapped = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+        return self.network.module if isinstance(self.network, wrapped) else self.network
+
+    @staticmethod
+    def _writes() -> bool:
+        # under torch.distributed only global rank 0 writes; every rank loads on resume
+        dist = torch.distributed
+        return not (dist.is_available() and dist.is_initialized() and dist.get_rank() > 0)
+
+    @property
     def latest_path(self) -> Path:
         return self.run_dir / "checkpoint_latest.pt"
 
@@ -74,7 +88,7 @@ class RunCheckpointer:
 
     def _state(self, engine: Engine) -> dict[str, Any]:
         state = {
-            "network": self.network.state_dict(),
+            "network": self._module.state_dict(),
             "epoch": engine.state.epoch,
             "iteration": engine.state.iteration,
             "best_metric": self.best_metric,
@@ -88,7 +102,8 @@ class RunCheckpointer:
         return state
 
     def _save_latest(self, engine: Engine) -> None:
-        save_atomic(self._state(engine), self.latest_path)
+        if self._writes():
+            save_atomic(self._state(engine), self.latest_path)
 
     def _maybe_save_best(self, evaluator: Engine) -> None:
         value = evaluator.state.metrics.get(self.key_metric)
@@ -98,8 +113,10 @@ class RunCheckpointer:
         if better:
             epoch = self._trainer.state.epoch if self._trainer is not None else evaluator.state.epoch
             self.best_metric, self.best_epoch = float(value), int(epoch)
+            if not self._writes():
+                return
             save_atomic(
-                {"network": self.network.state_dict(), "epoch": epoch, self.key_metric: float(value)}, self.best_path
+                {"network": self._module.state_dict(), "epoch": epoch, self.key_metric: float(value)}, self.best_path
             )
             logger.info("new best %s %.4f at epoch %d -> %s", self.key_metric, value, epoch, self.best_path)
 
@@ -107,7 +124,7 @@ class RunCheckpointer:
         if not self.latest_path.is_file():
             raise FileNotFoundError(f"resume: {self.latest_path} does not exist")
         ckpt = torch.load(self.latest_path, map_location="cpu", weights_only=True)
-        self.network.load_state_dict(ckpt["network"], strict=True)
+        self._module.load_state_dict(ckpt["network"], strict=True)
         if self.optimizer is not None and "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.lr_scheduler is not None and "lr_scheduler" in ckpt:

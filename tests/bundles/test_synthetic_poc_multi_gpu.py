@@ -1,0 +1,101 @@
+"""multi_gpu_train.json of the PoC bundle: 2 ranks on CPU (gloo) with torchrun, tiny settings."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _helpers import POC, TINY_TRAIN, cli_args, config_list, run_command
+
+CONFIGS = POC / "configs"
+MULTI = config_list(CONFIGS / "train.json", CONFIGS / "multi_gpu_train.json")
+# 4 training volumes, batch 1: a DistributedSampler gives each of the 2 ranks 2 of them, i.e. 2 iterations per epoch
+DDP_TINY = {**TINY_TRAIN, "n_3d_train": 4, "batch_size": 1, "epochs": 2}
+ALL_RANKS = {"LrScheduleHandler", "ValidationHandler"}  # handlers every rank needs (validation metrics all-gather)
+
+
+def torchrun(*args) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "monai.bundle", *map(str, args)]
+
+
+def load_state(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("network", state)
+
+
+def assert_same_weights(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys(), what
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{what}: {len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def test_rank0_only_overrides_cover_every_writing_handler():
+    """The index-based `_disabled_` overrides still point at the handlers that write (train.json may change)."""
+    train = json.loads((CONFIGS / "train.json").read_text())
+    multi = json.loads((CONFIGS / "multi_gpu_train.json").read_text())
+    for section in ("train", "validate"):
+        handlers = train[section]["handlers"]
+        disabled = {int(m.group(1)) for k in multi if (m := re.fullmatch(rf"{section}#handlers#(\d+)#_disabled_", k))}
+        assert all(i < len(handlers) for i in disabled), f"{section}#handlers has {len(handlers)} entries"
+        kept = {handlers[i]["_target_"].rsplit(".", 1)[-1] for i in range(len(handlers)) if i not in disabled}
+        assert kept <= ALL_RANKS, f"{section} handlers also active on ranks > 0: {kept - ALL_RANKS}"
+
+
+def test_torchrun_two_ranks_train_the_same_model(tmp_path):
+    dirs = {"dataset_dir": tmp_path / "data", "models_dir": tmp_path / "models", "runs_dir": tmp_path / "runs"}
+    result = run_command(torchrun(
+        "run", "training", "--config_file", MULTI, *cli_args(DDP_TINY), *cli_args(dirs),
+        "--rank_state_dir", tmp_path / "ranks"), cwd=tmp_path)
+    out = result.check().output
+
+    rank0, rank1 = load_state(tmp_path / "ranks" / "rank0.pt"), load_state(tmp_path / "ranks" / "rank1.pt")
+    assert_same_weights(rank0, rank1, "rank 0 and rank 1 ended with different weights")
+
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1, f"one run folder expected, got {runs}"
+    run_dir = runs[0]
+    latest = torch.load(run_dir / "checkpoint_latest.pt", map_location="cpu", weights_only=True)
+    assert latest["epoch"] == 2
+    assert latest["iteration"] == 2 * 2, "each rank should see half of the 4 volumes per epoch (DistributedSampler)"
+    assert_same_weights(latest["network"], rank0, "checkpoint_latest.pt is not the trained model")
+
+    # trained: the weights moved away from the converted 2D-pretrained initialisation
+    from monai_acs.networks import poc_unet
+
+    pretrained = next((tmp_path / "models").glob("pretrained_2d_unet_*.pt"))
+    init = poc_unet("acs", weights=str(pretrained), channels=DDP_TINY["channels"], strides=DDP_TINY["strides"])
+    assert any(not torch.equal(rank0[k], v) for k, v in init.state_dict().items()), "the model did not train"
+
+    # only rank 0 wrote: one process's TensorBoard files, one report, the model published without "module."
+    pids = {p.name.split(".")[-2] for p in run_dir.glob("events.out.tfevents.*")}
+    assert len(pids) == 1, f"TensorBoard files from several processes: {sorted(p.name for p in run_dir.iterdir())}"
+    assert {"model_best.pt", "results.json", "feature_mauc.json"} <= {p.name for p in run_dir.iterdir()}
+    assert out.count("| **mean (foreground)** |") == 1
+    assert not (tmp_path / "eval").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "data", "models", "ranks", "runs"], "something was written into the working folder"
+    published = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    init.load_state_dict(published, strict=True)
+
+
+@pytest.mark.slow
+def test_torchrun_resume_loads_checkpoint_on_every_rank(tmp_path, poc_trained):
+    """A 1-epoch single-process run resumed with 2 ranks: both ranks start from its checkpoint and stay equal."""
+    poc_trained.result()
+    shutil.copytree(poc_trained.run_dir, tmp_path / "runs" / "resumed")
+    shutil.copytree(poc_trained.models, tmp_path / "models", ignore=shutil.ignore_patterns("model.pt", "model.json"))
+    result = run_command(torchrun(
+        "run", "training", "--config_file", MULTI, *cli_args({**TINY_TRAIN, "epochs": 2}),
+        "--dataset_dir", poc_trained.data, "--models_dir", tmp_path / "models", "--runs_dir", tmp_path / "runs",
+        "--resume", "true", "--run_name", "resumed", "--rank_state_dir", tmp_path / "ranks"), cwd=tmp_path)
+    out = result.check().output
+    assert out.count("resumed from") == 2, "every rank must load checkpoint_latest.pt"
+    assert_same_weights(load_state(tmp_path / "ranks" / "rank0.pt"), load_state(tmp_path / "ranks" / "rank1.pt"),
+                        "rank 0 and rank 1 ended with different weights")
+    latest = torch.load(tmp_path / "runs" / "resumed" / "checkpoint_latest.pt", map_location="cpu", weights_only=True)
+    assert latest["epoch"] == 2
