@@ -152,10 +152,8 @@ def test_verify_net_in_out():
                       "--device", "cpu")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="metadata.json declares spatial_shape '8*n', but at n=1 (8^3) the default UNet's bottom is "
-                   "1^3 and InstanceNorm needs more than 1 voxel; the metadata should say '16*n'")
 def test_verify_net_in_out_smallest_declared_shape():
+    # metadata declares 16*n: at n=1 the default UNet (3 down-samplings) still has 2^3 voxels at its bottom
     bundle_in_process("verify_net_in_out", "network_def", "--meta_file", META, "--config_file", INFERENCE, "--n", 1,
                       "--device", "cpu")
 
