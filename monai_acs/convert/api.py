@@ -157,7 +157,8 @@ def find_leftover_2d(model: nn.Module) -> list[str]:
     found = []
     for name, module in model.named_modules():
         where = name or "<root>"
-        if isinstance(module, LEFTOVER_2D_MODULES) or type(module).__name__ == "LayerNorm2d":
+        layer_norm_2d = type(module).__name__ == "LayerNorm2d" and not isinstance(module, fx.GraphModule)
+        if isinstance(module, LEFTOVER_2D_MODULES) or layer_norm_2d:
             found.append(f"{where} ({type(module).__name__}): 2D module")
         elif isinstance(module, nn.Upsample) and module.mode in ("bilinear", "bicubic"):
             found.append(f"{where} (Upsample): mode={module.mode!r}")

@@ -217,3 +217,28 @@ def test_rewritten_graphs_script(pattern):
         warnings.simplefilter("ignore")  # torch.jit.script is deprecated in torch 2.14
         scripted = torch.jit.script(net)
     torch.testing.assert_close(scripted(x), net(x))
+
+
+def test_untraceable_parent_converts_its_children_by_tracing_them():
+    from torchvision.models.convnext import LayerNorm2d
+
+    class Untraceable(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, C, 3, padding=1)
+            self.norm = LayerNorm2d(C)  # channels-last permutes inside: traced and rewritten on its own
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.abs().sum() > 0:  # data-dependent control flow (always true here): torch.fx cannot trace it
+                x = -x
+            return self.norm(self.conv(x))
+
+    with pytest.warns(UserWarning, match=r"<root> \(Untraceable\).*TraceError.*'sum'"):
+        net = convert_to_3d(Untraceable(), "conv2p5d", keep_depth=True)
+    assert isinstance(net, Untraceable) and isinstance(net.norm, ConvertedGraphModule)
+    assert find_leftover_2d(net) == []
+    x = torch.randn(N, 3, D, H, W)
+    model = Untraceable()
+    model.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), _per_slice(model, x), rtol=1e-5, atol=1e-5)
