@@ -586,7 +586,7 @@ def finish_detection_run(
         f"Validation FROC, best checkpoint ({settings.get('operator')}, D={settings.get('num_slices')})",
         extra,
     )
-    if publish:
+    if str(publish).strip().lower() not in ("false", "0", "no", "none", ""):  # "--publish false" arrives as a string
         published = publish_model(best, models_dir, info=extra)
         print(f"best model published to {published}; logs and checkpoints in {run_dir}", flush=True)
     else:
