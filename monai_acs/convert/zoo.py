@@ -36,13 +36,16 @@ ZOO_EXCLUDE: dict[str, str] = {
 
 # Input cube edge per model: the smallest cube that survives the model's strides and unpadded pools, i.e. the
 # minimum torchvision declares in the weights' ``min_size`` (3D has the same geometry along D as along H), but at
-# least 16 voxels so that every stage of a stride-32 network still sees more than padding.
+# least 16 voxels so that every stage of a stride-32 network still sees more than padding. The deepest networks get
+# 32 (their total stride): at 16, their third stage runs 23-36 blocks on 1x1x1 maps, train-mode BatchNorm normalises
+# 2 values per channel, and the gradients overflow -- for the randomly initialised 2D models at 16x16 as well.
+_DEEP = ("resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2", "regnet_y_128gf")
 ZOO_INPUT_SIZE: dict[str, int] = {
     "default": 16,
+    **dict.fromkeys(_DEEP, 32),
     "alexnet": 63,  # 11x11 stride-4 stem and three unpadded 3x3 stride-2 pools
-    **{
-        f"convnext_{v}": 32 for v in ("tiny", "small", "base", "large")
-    },  # 4x4/4 stem, three unpadded 2x2/2 downsamplings
+    # ConvNeXt: 4x4 stride-4 stem and three unpadded 2x2 stride-2 downsamplings
+    **{f"convnext_{v}": 32 for v in ("tiny", "small", "base", "large")},
     **{f"densenet{v}": 29 for v in (121, 161, 169, 201)},  # three unpadded 2x2/2 transition pools
     **{f"efficientnet_v2_{v}": 33 for v in ("s", "m", "l")},
     "inception_v3": 75,  # unpadded stem and grid reductions

@@ -46,11 +46,23 @@ def test_zoo_is_the_74_torchvision_cnns():
     assert set(ZOO_INPUT_SIZE) - {"default"} <= set(ZOO)
 
 
+# models that need more than the declared minimum for finite gradients of the random-init 2D model (see zoo.py)
+NUMERICALLY_LARGER = {
+    "resnet101",
+    "resnet152",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet101_2",
+    "regnet_y_128gf",
+}
+
+
 def test_zoo_sizes_are_the_declared_minimum():
     # the smallest cube that survives the model's strides: torchvision's declared min_size, at least 16 voxels
     for name in ZOO:
-        declared = next(iter(torchvision.models.get_model_weights(name))).meta["min_size"]
-        assert ZOO_INPUT_SIZE.get(name, ZOO_INPUT_SIZE["default"]) == max(16, *declared), name
+        declared = max(16, *next(iter(torchvision.models.get_model_weights(name))).meta["min_size"])
+        size = ZOO_INPUT_SIZE.get(name, ZOO_INPUT_SIZE["default"])
+        assert size > declared if name in NUMERICALLY_LARGER else size == declared, name
 
 
 @pytest.mark.parametrize(("name", "operator"), FAST_CASES, ids=[f"{n}-{o}" for n, o in FAST_CASES])
