@@ -38,7 +38,8 @@ ZOO_EXCLUDE: dict[str, str] = {
 # minimum torchvision declares in the weights' ``min_size`` (3D has the same geometry along D as along H), but at
 # least 16 voxels so that every stage of a stride-32 network still sees more than padding. The deepest networks get
 # 32 (their total stride): at 16, their third stage runs 23-36 blocks on 1x1x1 maps, train-mode BatchNorm normalises
-# 2 values per channel, and the gradients overflow -- for the randomly initialised 2D models at 16x16 as well.
+# 2 values per channel, and the gradients overflow (for the randomly initialised 2D models at 16x16 as well, except
+# ResNet-101 with seed 0).
 _DEEP = ("resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2", "regnet_y_128gf")
 ZOO_INPUT_SIZE: dict[str, int] = {
     "default": 16,
