@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .acs import Conv2p5d
+from .functional import _a3d_mix
 from .registry import register_operator
 
 __all__ = ["A3DConv"]
@@ -15,7 +16,7 @@ __all__ = ["A3DConv"]
 
 @register_operator(
     "a3d",
-    summary="A3D: per input channel a learnable D x D slice-mixing matrix (einsum), then 1 x K x K conv",
+    summary="A3D: per input channel a learnable D x D slice-mixing matrix (batched matmul), then 1 x K x K conv",
     params_overhead="1 + D^2/(Co K^2)",
     flops_overhead="1 + D/(Co K^2)",
 )
@@ -69,7 +70,7 @@ class A3DConv(Conv2p5d):
                     f"A3DConv{where} was built for depth D={self.depth}, got input of shape {tuple(x.shape)} "
                     f"(N, C, D, H, W); convert with depth={x.shape[2]} or resample the input"
                 )
-        return self._run_views(torch.einsum("ncdhw,dkc->nckhw", x, self.fusion))
+        return self._run_views(_a3d_mix(x, self.fusion))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", depth={self.depth}"

@@ -192,6 +192,7 @@ def plan_conv_views(
         starts = [0, parts[0], parts[0] + parts[1]]
         counts = [(view, s, s + n) for view, s, n in zip(VIEWS, starts, parts) if n]
     plans: list[ViewPlan] = []
+    kernels: list[tuple[int, int, int]] = []
     for view, w_start, w_stop in counts:
         kernel = view_kernel_size(kernel_hw, view)
         view_pads = []
@@ -209,10 +210,30 @@ def plan_conv_views(
             g0, g1 = w_start // per_group, w_stop // per_group
             in_start, in_stop, view_groups = g0 * in_per_group, g1 * in_per_group, g1 - g0
         dil = [d if k > 1 else 1 for d, k in zip(dilation3, kernel)]
-        plans.append(
-            (w_start, w_stop, 2 + _VIEW_AXIS[view], in_start, in_stop, view_groups, crop, sym, extra, dil)
-        )
+        plan: ViewPlan = (w_start, w_stop, 2 + _VIEW_AXIS[view], in_start, in_stop, view_groups, crop, sym, extra, dil)
+        if not mean and plans and kernel == kernels[-1] and _mergeable(plans[-1], plan, groups):
+            plans[-1] = _merge_plans(plans[-1], plan, groups)
+            continue
+        plans.append(plan)
+        kernels.append(kernel)
     return mode_pad, plans
+
+
+def _mergeable(first: ViewPlan, second: ViewPlan, groups: int) -> bool:
+    """Two adjacent views whose kernels have the same (D, H, W) shape and geometry are one convolution.
+
+    That is every view of a 1 x 1 kernel, axial + coronal for 1 x kw kernels and coronal + sagittal for kh x 1.
+    """
+    if first[1] != second[0] or first[6:] != second[6:]:
+        return False
+    if groups == 1:
+        return first[3:5] == second[3:5]
+    return first[4] == second[3]
+
+
+def _merge_plans(first: ViewPlan, second: ViewPlan, groups: int) -> ViewPlan:
+    merged_groups = first[5] if groups == 1 else first[5] + second[5]
+    return (first[0], second[1], first[2], first[3], second[4], merged_groups, *first[6:])  # type: ignore[return-value]
 
 
 def run_conv_views(
@@ -234,6 +255,9 @@ def run_conv_views(
     x = input
     if len(mode_pad) > 0:
         x = F.pad(x, mode_pad, mode=padding_mode)
+    if not torch.jit.is_scripting():
+        if not mean and _fast_views_eligible(x, plans):
+            return _fast_conv_views(x, weight, bias, stride, plans)
     outputs: List[Tensor] = []
     for i, plan in enumerate(plans):
         w_start, w_stop, dim, in_start, in_stop, groups, crop, pad, extra, dil = plan
@@ -265,6 +289,173 @@ def run_conv_views(
     if len(outputs) == 1:
         return outputs[0]
     return torch.cat(outputs, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# eager fast path of the split (ACS) views: one autograd node, input gradient accumulated in one buffer
+# ---------------------------------------------------------------------------------------------------------------------
+_CHANNELS_LAST = torch.channels_last_3d
+_accumulate_checked: list[bool] = []  # filled once by _mkldnn_accumulate_ok()
+
+
+def _fast_views_eligible(x: Tensor, plans: List[ViewPlan]) -> bool:
+    """Views that read the whole input unpadded and uncropped, with groups=1: the common ACS layer."""
+    if len(plans) < 2:
+        return False
+    channels = x.shape[1]
+    for plan in plans:
+        if plan[3] != 0 or plan[4] != channels or plan[5] != 1 or any(plan[6]) or any(plan[8]):
+            return False
+    return True
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """channels_last_3d for a tensor laid out that way (and not also plainly contiguous), else contiguous."""
+    if x.is_contiguous(memory_format=_CHANNELS_LAST) and not x.is_contiguous():
+        return _CHANNELS_LAST
+    return torch.contiguous_format
+
+
+def _transposed_padding(weight: Tensor, pad: List[int], dil: List[int]) -> List[int] | None:
+    """Padding that makes a stride-1 forward conv with the flipped kernel the input gradient, or None."""
+    out = []
+    for k, p, d in zip(weight.shape[2:], pad, dil):
+        q = d * (k - 1) - p
+        if q < 0:
+            return None
+        out.append(q)
+    return out
+
+
+def _mkldnn_accumulate_ok() -> bool:
+    """Whether oneDNN's in-place conv + add (``mkldnn::_convolution_pointwise_`` 'add', a private op that inductor
+    uses) exists here and, with the swapped-role kernel gradient, matches ``aten.convolution_backward``.
+
+    Checked once on a tiny problem; any failure disables the path (the generic backward is used).
+    """
+    if not _accumulate_checked:
+        ok = False
+        try:
+            if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise_"):
+                gen = torch.Generator().manual_seed(0)
+                x = torch.randn(1, 4, 3, 4, 5, generator=gen).contiguous(memory_format=_CHANNELS_LAST)
+                g = torch.randn(1, 3, 3, 4, 5, generator=gen).contiguous(memory_format=_CHANNELS_LAST)
+                weights = [torch.randn(3, 4, 1, 3, 3, generator=gen), torch.randn(3, 4, 3, 1, 3, generator=gen)]
+                pads = [[0, 1, 1], [1, 0, 1]]
+                expected = torch.zeros_like(x)
+                got = torch.zeros_like(x)
+                ok = True
+                for w, p in zip(weights, pads):
+                    gx, gw, _ = torch.ops.aten.convolution_backward(
+                        g, x, w, None, [1, 1, 1], p, [1, 1, 1], False, [0, 0, 0], 1, [True, True, False]
+                    )
+                    expected += gx
+                    wt = w.flip(2, 3, 4).transpose(0, 1)
+                    q = _transposed_padding(wt, p, [1, 1, 1])
+                    torch.ops.mkldnn._convolution_pointwise_(
+                        got, g, wt, None, q, [1, 1, 1], [1, 1, 1], 1, "add", None, None, [], None
+                    )
+                    swapped = torch.ops.aten.convolution_backward(
+                        x, g, wt, None, [1, 1, 1], q, [1, 1, 1], False, [0, 0, 0], 1, [False, True, False]
+                    )[1]
+                    ok = ok and bool(torch.allclose(swapped.flip(2, 3, 4).transpose(0, 1), gw, rtol=1e-5, atol=1e-5))
+                ok = ok and bool(torch.allclose(got, expected, rtol=1e-5, atol=1e-5))
+        except Exception:  # noqa: BLE001 - a private op: any failure means "do not use it"
+            ok = False
+        _accumulate_checked.append(ok)
+    return _accumulate_checked[0]
+
+
+def _can_use_onednn(x: Tensor, weight: Tensor, stride: List[int]) -> bool:
+    """CPU float32 channels_last_3d with stride 1, where the oneDNN ops of the backward below are checked exact."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return False
+    if any(s != 1 for s in stride) or _memory_format(x) != _CHANNELS_LAST or not torch.backends.mkldnn.enabled:
+        return False
+    return _mkldnn_accumulate_ok()
+
+
+class _SplitViewsConv(torch.autograd.Function):
+    """Split (ACS) view convolutions as one autograd node.
+
+    Forward writes each view's output into one preallocated tensor (no ``torch.cat`` of three temporaries) and
+    saves only the input and the 2D kernel. Backward computes each view's kernel gradient, the bias gradient once,
+    and the input gradient in a single buffer: on CPU float32 channels_last_3d with stride 1, each view's
+    contribution is a stride-1 forward convolution with the flipped kernel that oneDNN adds in place; elsewhere the
+    views' ``aten.convolution_backward`` results are summed in place.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], plans: List[ViewPlan]):
+        out: Optional[Tensor] = None
+        for w_start, w_stop, dim, _, _, groups, _, pad, _, dil in plans:
+            b = bias[w_start:w_stop] if bias is not None else None
+            y = F.conv3d(x, weight[w_start:w_stop].unsqueeze(dim), b, stride, pad, dil, groups)
+            if out is None:
+                shape = (y.shape[0], weight.shape[0], *y.shape[2:])
+                out = torch.empty(shape, dtype=y.dtype, device=y.device, memory_format=_memory_format(y))
+            out[:, w_start:w_stop].copy_(y)
+            del y
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.plans, ctx.has_bias = stride, plans, bias is not None
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        need_b = need_b and ctx.has_bias
+        stride, plans = ctx.stride, ctx.plans
+        fmt = _memory_format(x)
+        onednn = _can_use_onednn(x, weight, stride)
+        grad_x: Optional[Tensor] = None
+        grad_ws: List[Tensor] = []
+        grad_bs: List[Tensor] = []
+        for w_start, w_stop, dim, _, _, groups, _, pad, _, dil in plans:
+            w = weight[w_start:w_stop].unsqueeze(dim)
+            g = grad_out[:, w_start:w_stop].contiguous(memory_format=fmt)
+            flipped = w.flip(2, 3, 4).transpose(0, 1)
+            q = _transposed_padding(flipped, pad, dil) if onednn else None
+            if q is None:
+                mask = [need_x, need_w, need_b]
+                gx, gw, gb = torch.ops.aten.convolution_backward(
+                    g, x, w, [w_stop - w_start] if need_b else None, stride, pad, dil, False, [0, 0, 0], groups, mask
+                )
+                if need_x:
+                    grad_x = gx if grad_x is None else grad_x.add_(gx)
+                if need_w:
+                    grad_ws.append(gw.squeeze(dim))
+                if need_b:
+                    grad_bs.append(gb)
+                continue
+            # stride 1: the input gradient of this view is the forward conv of g with the flipped kernel (C output
+            # channels, so oneDNN's 16-channel blocking wastes nothing), added in place into one buffer
+            if need_x:
+                if grad_x is None:
+                    grad_x = torch.ops.mkldnn._convolution_pointwise(g, flipped, None, q, [1, 1, 1], dil, 1, "none",
+                                                                     [], None)
+                else:
+                    torch.ops.mkldnn._convolution_pointwise_(grad_x, g, flipped, None, q, [1, 1, 1], dil, 1, "add",
+                                                             None, None, [], None)
+            if need_w:  # the kernel gradient of that same conv (roles of x and g swapped): faster with few channels
+                gw = torch.ops.aten.convolution_backward(
+                    x, g, flipped, None, [1, 1, 1], q, dil, False, [0, 0, 0], 1, [False, True, False]
+                )[1]
+                grad_ws.append(gw.flip(2, 3, 4).transpose(0, 1).squeeze(dim))
+            if need_b:
+                grad_bs.append(g.sum(dim=(0, 2, 3, 4)))
+            del g
+        grad_w = torch.cat(grad_ws, dim=0) if need_w else None
+        grad_b = torch.cat(grad_bs, dim=0) if need_b else None
+        return grad_x, grad_w, grad_b, None, None
+
+
+@torch.jit.unused
+def _fast_conv_views(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], plans: List[ViewPlan]
+) -> Tensor:
+    return _SplitViewsConv.apply(x, weight, bias, stride, plans)
 
 
 def acs_conv3d(
@@ -497,7 +688,20 @@ def a3d_fuse(input: Tensor, fusion: Tensor) -> Tensor:
             f"a3d_fuse: fusion weights are built for depth D={depth} and C={channels} channels, "
             f"got input of shape {tuple(input.shape)} (N, C, D, H, W)"
         )
-    return torch.einsum("ncdhw,dkc->nckhw", input, fusion)
+    return _a3d_mix(input, fusion)
+
+
+def _a3d_mix(input: Tensor, fusion: Tensor) -> Tensor:
+    """The unchecked core of :func:`a3d_fuse` (TorchScript-ready): one batched matrix product.
+
+    Per (n, c) the (D, H*W) slice matrix is multiplied by ``fusion[:, :, c]`` transposed, on the contiguous
+    (N, C, D, H*W) view of the input: this reads and writes each element once (``torch.einsum`` permutes the
+    channel axis to the front and back, several times slower on CPU). A channels_last_3d input is made
+    contiguous first; the result is contiguous.
+    """
+    n, c, d, h, w = input.shape
+    out = torch.matmul(fusion.permute(2, 1, 0), input.reshape(n, c, d, h * w))
+    return out.view(n, c, d, h, w)
 
 
 def tsm_shift(input: Tensor, split: Sequence[int] | None = None) -> Tensor:

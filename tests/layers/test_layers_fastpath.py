@@ -1,0 +1,213 @@
+"""The eager fast paths of the layers against an independent float64 reference, and against the TorchScript path.
+
+``run_conv_views`` runs split (ACS) views through one ``torch.autograd.Function`` in eager mode (preallocated
+output, input gradient accumulated in one buffer, and on CPU float32 channels_last_3d with stride 1 oneDNN
+convolutions with the flipped kernel for the input and kernel gradients). TorchScript cannot compile an autograd
+Function, so a scripted layer runs the plain per-view ``F.conv3d`` path. Both must equal the reference: ``F.conv3d``
+with the block-sparse box kernel, built here by hand in float64. A3D's slice fusion (a batched matmul) is checked
+against a per-slice loop.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from monai_acs.layers import A3DConv, ACSConv, Conv2p5d, acs_conv3d
+from monai_acs.layers import functional as LF
+
+CL = torch.channels_last_3d
+F32 = {"rtol": 2e-4, "atol": 2e-4}
+IGNORE_JIT_DEPRECATION = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+
+
+def _dense_kernel(w: torch.Tensor, split: tuple[int, int, int]) -> torch.Tensor:
+    """(O, I, kh, kw) -> (O, I, kh, max(kh, kw), kw): output channel o's kernel on its view's centre plane."""
+    o, i, kh, kw = w.shape
+    bd, bh, bw = kh, max(kh, kw), kw
+    dense = w.new_zeros(o, i, bd, bh, bw)
+    views = [v for v, n in zip(("axial", "coronal", "sagittal"), split) for _ in range(n)]
+    for c, view in enumerate(views):
+        if view == "axial":  # (1, kh, kw) on D centre, rows -> H, cols -> W
+            h0 = (bh - kh) // 2
+            dense[c, :, (bd - 1) // 2, h0 : h0 + kh, :] = w[c]
+        elif view == "coronal":  # (kh, 1, kw): rows -> D, cols -> W
+            dense[c, :, :, (bh - 1) // 2, :] = w[c]
+        else:  # (kh, kw, 1): rows -> D, cols -> H
+            h0 = (bh - kw) // 2
+            dense[c, :, :, h0 : h0 + kw, (bw - 1) // 2] = w[c]
+    return dense
+
+
+def _reference(x, w, b, split, stride, padding, dilation):
+    return F.conv3d(x.double(), _dense_kernel(w.double(), split), None if b is None else b.double(), stride, padding,
+                    dilation)
+
+
+CASES = [
+    pytest.param({}, id="k3-pad1"),
+    pytest.param({"stride": 2}, id="stride2"),
+    pytest.param({"stride": (1, 2, 2)}, id="stride122"),
+    pytest.param({"dilation": 2, "padding": 2}, id="dil2"),
+    pytest.param({"padding": "same", "dilation": (1, 2, 3)}, id="same-dil123"),
+    pytest.param({"bias": False}, id="nobias"),
+    pytest.param({"out_channels": 10, "split": (2, 5, 3)}, id="split253"),
+    pytest.param({"out_channels": 10, "split": (0, 4, 6)}, id="split046"),
+    pytest.param({"kernel_size": (3, 5), "padding": (1, 2, 2)}, id="k3x5"),
+    pytest.param({"kernel_size": (1, 7), "padding": (0, 3, 3)}, id="k1x7-merged"),
+    pytest.param({"kernel_size": (7, 1), "padding": (3, 3, 0)}, id="k7x1-merged"),
+    pytest.param({"kernel_size": 1, "padding": 0}, id="k1-one-conv"),
+    pytest.param({"kernel_size": 2, "padding": "same"}, id="k2-same"),
+    pytest.param({"padding": 0}, id="pad0-cropped-views"),
+]
+
+
+def _layer_and_ref_args(opts: dict, in_channels: int = 6):
+    kw = {"in_channels": in_channels, "out_channels": 9, "kernel_size": 3, "padding": 1, **opts}
+    layer = ACSConv(**kw)
+    with torch.no_grad():
+        layer.weight.normal_()
+        if layer.bias is not None:
+            layer.bias.normal_()
+    ref_args = (layer.split, layer.stride, layer.padding, layer.dilation)
+    return layer, ref_args
+
+
+@IGNORE_JIT_DEPRECATION
+@pytest.mark.parametrize("fmt", ["contiguous", "channels_last_3d"])
+@pytest.mark.parametrize("opts", CASES)
+def test_eager_and_scripted_acs_match_reference_in_float32(opts, fmt):
+    layer, (split, stride, padding, dilation) = _layer_and_ref_args(opts)
+    x = torch.randn(2, 6, 7, 9, 11)
+    if fmt == "channels_last_3d":
+        x = x.contiguous(memory_format=CL)
+    scripted = torch.jit.script(layer)
+    params = [layer.weight] + ([layer.bias] if layer.bias is not None else [])
+
+    xr = x.double().requires_grad_(True)
+    wr = layer.weight.detach().double().requires_grad_(True)
+    br = layer.bias.detach().double().requires_grad_(True) if layer.bias is not None else None
+    out_r = _reference(xr, wr, br, split, stride, padding, dilation)
+    grad = torch.randn_like(out_r)
+    grads_r = torch.autograd.grad(out_r, [xr, wr] + ([br] if br is not None else []), grad)
+
+    for run in (layer, scripted):
+        xe = x.clone().requires_grad_(True)
+        out = run(xe)
+        torch.testing.assert_close(out.double(), out_r, **F32)
+        grads = torch.autograd.grad(out, [xe] + params, grad.float())
+        for g, g_r, name in zip(grads, grads_r, ("input", "weight", "bias")):
+            torch.testing.assert_close(g.double(), g_r, **F32, msg=lambda m, name=name: f"{name} gradient: {m}")
+    # the forward values of both paths are bit-identical (same per-view F.conv3d calls, exact copies)
+    assert torch.equal(layer(x), scripted(x))
+
+
+@IGNORE_JIT_DEPRECATION
+def test_fast_path_is_taken_in_eager_mode_only():
+    layer = ACSConv(4, 6, 3, padding=1)
+    x = torch.randn(1, 4, 5, 6, 7, requires_grad=True)
+    assert type(layer(x).grad_fn).__name__ == "_SplitViewsConvBackward"
+    scripted = torch.jit.script(layer)
+    assert "SplitViews" not in type(scripted(x).grad_fn).__name__
+    # single-view layers (2.5D) and groups > 1 keep the plain path
+    assert type(Conv2p5d(4, 6, 3, padding=1)(x).grad_fn).__name__ != "_SplitViewsConvBackward"
+    assert type(ACSConv(4, 6, 3, padding=1, groups=2)(x).grad_fn).__name__ != "_SplitViewsConvBackward"
+
+
+def test_one_by_one_kernels_run_as_a_single_convolution():
+    _, plans = LF.plan_conv_views((1, 1), 8, 10, 1, 1, 0, 1)
+    assert len(plans) == 1 and plans[0][:2] == (0, 10)
+    _, plans = LF.plan_conv_views((1, 1), 8, 12, 4, 1, 0, 1, split=(6, 3, 3))
+    assert len(plans) == 1 and plans[0][3:6] == (0, 8, 4)  # all four groups in one grouped conv
+    _, plans = LF.plan_conv_views((1, 3), 8, 10, 1, 1, (0, 1, 1), 1)
+    assert [p[:2] for p in plans] == [(0, 7), (7, 10)]  # axial + coronal share the 1 x 1 x 3 kernel
+    _, plans = LF.plan_conv_views((1, 1), 8, 10, 1, 1, 0, 1, mean=True)
+    assert len(plans) == 3  # Mean-ACS sums its views: never merged
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN not built in")
+def test_onednn_backward_self_check_passes_and_is_used():
+    assert LF._mkldnn_accumulate_ok()
+    x = torch.randn(1, 4, 5, 6, 7).contiguous(memory_format=CL)
+    assert LF._can_use_onednn(x, torch.randn(3, 4, 3, 3), [1, 1, 1])
+    assert not LF._can_use_onednn(x, torch.randn(3, 4, 3, 3), [2, 1, 1])
+    assert not LF._can_use_onednn(x.double(), torch.randn(3, 4, 3, 3).double(), [1, 1, 1])
+    assert not LF._can_use_onednn(x.contiguous(), torch.randn(3, 4, 3, 3), [1, 1, 1])
+
+
+@pytest.mark.parametrize("fmt", ["contiguous", "channels_last_3d"])
+@pytest.mark.parametrize("needs", [(True, True, True), (False, True, True), (True, False, False), (False, False, True)])
+def test_partial_gradients(needs, fmt):
+    x = torch.randn(2, 4, 5, 6, 7)
+    if fmt == "channels_last_3d":
+        x = x.contiguous(memory_format=CL)
+    w, b = torch.randn(6, 4, 3, 3), torch.randn(6)
+    xe, we, be = (t.clone().requires_grad_(n) for t, n in zip((x, w, b), needs))
+    out = acs_conv3d(xe, we, be, padding=1)
+    out_r = _reference(x, w, b, (2, 2, 2), 1, 1, 1)
+    torch.testing.assert_close(out.double(), out_r, **F32)
+    leaves = [t for t, n in zip((xe, we, be), needs) if n]
+    refs = [t.double().requires_grad_(True) for t, n in zip((x, w, b), needs)]
+    out_r = _reference(refs[0], refs[1], refs[2], (2, 2, 2), 1, 1, 1)
+    grad = torch.randn_like(out_r)
+    got = torch.autograd.grad(out, leaves, grad.float())
+    expected = torch.autograd.grad(out_r, [r for r, n in zip(refs, needs) if n], grad)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g.double(), e, **F32)
+
+
+@IGNORE_JIT_DEPRECATION
+def test_no_grad_forward_equals_grad_forward():
+    layer = ACSConv(4, 6, 3, padding=1)
+    x = torch.randn(1, 4, 5, 6, 7).contiguous(memory_format=CL)
+    with torch.no_grad():
+        a = layer(x)
+    assert torch.equal(a, layer(x))
+    assert torch.equal(a, torch.jit.script(layer)(x))
+
+
+def _a3d_loop(x, fusion):
+    """out[:, c, k] = sum_d fusion[d, k, c] * x[:, c, d], slice by slice."""
+    out = torch.zeros_like(x)
+    for k in range(x.shape[2]):
+        for d in range(x.shape[2]):
+            out[:, :, k] += fusion[d, k].view(1, -1, 1, 1) * x[:, :, d]
+    return out
+
+
+@IGNORE_JIT_DEPRECATION
+@pytest.mark.parametrize("fmt", ["contiguous", "channels_last_3d"])
+def test_a3d_fusion_matmul_matches_slice_loop(fmt):
+    layer = A3DConv(4, 6, 3, padding=1, depth=5)
+    with torch.no_grad():
+        layer.fusion.normal_()
+    x = torch.randn(2, 4, 5, 6, 7)
+    if fmt == "channels_last_3d":
+        x = x.contiguous(memory_format=CL)
+    xe, xr = x.clone().requires_grad_(True), x.double().requires_grad_(True)
+    fr = layer.fusion.detach().double().requires_grad_(True)
+    mixed_r = _a3d_loop(xr, fr)
+    torch.testing.assert_close(LF._a3d_mix(x, layer.fusion).double(), mixed_r, **F32)
+    out_r = F.conv3d(mixed_r, layer.weight.detach().double().unsqueeze(2), layer.bias.detach().double(), 1, (0, 1, 1))
+    out = layer(xe)
+    torch.testing.assert_close(out.double(), out_r, **F32)
+    grad = torch.randn_like(out_r)
+    g = torch.autograd.grad(out, [xe, layer.fusion], grad.float())
+    g_r = torch.autograd.grad(out_r, [xr, fr], grad)
+    for a, b in zip(g, g_r):
+        torch.testing.assert_close(a.double(), b, **F32)
+    assert torch.equal(torch.jit.script(layer)(x), layer(x))
+
+
+@pytest.mark.parametrize("groups, split", [(1, None), (4, (6, 3, 3)), (4, (0, 6, 6))])
+def test_merged_one_by_one_equals_a_plain_conv(groups, split):
+    layer = ACSConv(8, 12, 1, groups=groups, split=split)
+    x = torch.randn(2, 8, 3, 4, 5, requires_grad=True)
+    expected = F.conv3d(x, layer.weight.unsqueeze(2), layer.bias, groups=groups)  # a 1 x 1 x 1 kernel in every view
+    out = layer(x)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, layer.weight], grad)
+    for a, b in zip(got, torch.autograd.grad(expected, [x, layer.weight], grad)):
+        torch.testing.assert_close(a, b)

@@ -1,0 +1,92 @@
+"""scripts/benchmark.py runs on tiny shapes and writes its JSON and Markdown reports (no timing is asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("monai_acs_benchmark_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(bench, tmp_path: Path, **kwargs) -> tuple[dict, str]:
+    out = tmp_path / "bench"
+    report = bench.main(out=str(out), tiny=True, repeats=1, warmup=0, threads=1, **kwargs)
+    result = json.loads(out.with_suffix(".json").read_text())
+    markdown = out.with_suffix(".md").read_text()
+    assert markdown == report
+    return result, markdown
+
+
+def test_layer_sections_write_expected_rows(bench, tmp_path):
+    result, markdown = _run(
+        bench, tmp_path, sections="layers,views,memory,a3d", shapes="a", formats="channels_last_3d", script=True
+    )
+    meta = result["meta"]
+    assert meta["tiny"] and meta["threads"] == 1 and len(meta["loadavg_before"]) == 3 and "loadavg_after" in meta
+    sections = result["sections"]
+    assert list(sections) == ["layers", "views", "memory", "a3d"]
+
+    layers = sections["layers"]
+    cases = {row["case"] for row in layers["rows"]}
+    assert len(cases) == 1 and next(iter(cases)).startswith("a: N=1, 8->8, 6x8x8")
+    candidates = {row["candidate"] for row in layers["rows"]}
+    assert candidates == {f"{k}/channels_last_3d" for k in ("acs", "conv2p5d", "conv3d", "acs_script")}
+    for row in layers["rows"]:
+        assert len(row["times_s"]) == 1 and row["median_s"] > 0 and row["gflops_per_s"] > 0
+    names = {r["name"] for r in layers["ratios"]}
+    assert {"acs / fastest conv2p5d", "acs / fastest conv3d", "acs scripted / acs eager"} <= names
+    targets = {r["name"]: r["target"] for r in layers["ratios"]}
+    assert targets["acs / fastest conv2p5d"] == 1.15 and targets["acs / fastest conv3d"] == 0.45
+
+    views = {row["candidate"] for row in sections["views"]["rows"]}
+    assert {"conv2p5d (all channels)", "sum of the three views"} <= views
+    assert any(v.startswith("axial view alone") for v in views)
+
+    memory = sections["memory"]["rows"]
+    assert {row["candidate"] for row in memory} == {f"{k}/channels_last_3d" for k in ("acs", "conv2p5d", "conv3d")}
+    for row in memory:  # a fresh subprocess measured each candidate
+        assert row["peak_rss"] > 0 and row["saved_bytes"] > 0 and row["peak_over_baseline"] >= 0
+    assert {r["name"] for r in sections["memory"]["ratios"]} == {
+        "acs / conv2p5d peak, channels_last_3d",
+        "acs / conv2p5d saved for backward, channels_last_3d",
+    }
+
+    a3d = sections["a3d"]
+    assert {row["case"].split(":")[0] for row in a3d["rows"]} == {"D3", "D6"}
+    assert any(r["name"] == "a3d / fastest conv2p5d" and r["target"] == 1.10 for r in a3d["ratios"])
+
+    for heading in ("## layers", "## views", "## memory", "## a3d", "acs / fastest conv2p5d", "load average"):
+        assert heading in markdown
+
+
+def test_unknown_section_raises(bench, tmp_path):
+    with pytest.raises(ValueError, match="unknown sections"):
+        bench.main(out=str(tmp_path / "x"), tiny=True, sections="layers,gpu")
+
+
+@pytest.mark.slow
+def test_model_and_lits_sections_write_expected_rows(bench, tmp_path):
+    result, markdown = _run(bench, tmp_path, sections="models,lits", formats="channels_last_3d")
+    models = result["sections"]["models"]
+    lidc = [row for row in models["rows"] if row["case"].startswith("lidc_seg")]
+    assert {row["candidate"] for row in lidc if row["section"] == "models"} == {
+        f"{op}/channels_last_3d" for op in ("acs", "conv2p5d", "i3d")
+    }
+    assert sum(row["section"] == "models-memory" for row in lidc) == 3
+    assert any(r["name"] == "acs / fastest 2.5D twin" for r in models["ratios"])
+    assert any(note.startswith("DeepLesion backbone") for note in models["notes"])
+    lits = result["sections"]["lits"]
+    assert {row["candidate"] for row in lits["rows"]} == {f"{op}/channels_last_3d" for op in ("acs", "conv2p5d", "i3d")}
+    assert all(row["peak_bytes"] > 0 for row in lits["rows"])
+    assert "## models" in markdown and "## lits" in markdown
