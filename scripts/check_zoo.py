@@ -17,17 +17,46 @@ Usage (from the repository root; the full sweep takes hours on 2 cores):
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import sys
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import fire
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from monai_acs.convert.zoo import check_torchvision_model, torchvision_cnn_names
+from monai_acs.convert.zoo import ZooResult, check_torchvision_model, torchvision_cnn_names
 from monai_acs.layers import list_operators
+
+
+def _child(connection: Any, name: str, operator: str, options: dict[str, Any]) -> None:
+    torch.manual_seed(0)
+    connection.send(check_torchvision_model(name, operator, **options))
+    connection.close()
+
+
+def _run_isolated(name: str, operator: str, options: dict[str, Any]) -> ZooResult:
+    """Run one check in a forked process, so that a model killed for memory (P3D on RegNetY-128GF adds 1.1 billion
+    parameters) is reported instead of ending the sweep. The parent never runs torch ops, so forking is safe."""
+    start = time.perf_counter()
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    process = multiprocessing.get_context("fork").Process(target=_child, args=(sender, name, operator, options))
+    process.start()
+    sender.close()
+    try:
+        result = receiver.recv()
+    except EOFError:
+        result = None
+    process.join()
+    if result is None:
+        signal_note = f"killed by signal {-process.exitcode}" if (process.exitcode or 0) < 0 else "no result"
+        hint = " (out of memory?)" if process.exitcode == -9 else ""
+        return ZooResult(name, operator, False, seconds=time.perf_counter() - start, error=f"{signal_note}{hint}")
+    return result
 
 
 def _as_list(value: str | list | tuple | None) -> list[str] | None:
@@ -46,6 +75,7 @@ def main(
     batch: int = 2,
     threads: int = 2,
     quiet: bool = False,
+    isolate: bool = True,
 ) -> None:
     """Run the sweep and print one line per model, then ``<operator>: converted N/M`` and the failures.
 
@@ -57,6 +87,7 @@ def main(
         batch: batch size (>= 2 so train-mode BatchNorm sees 2 values on 1x1x1 maps). Default 2.
         threads: torch CPU threads. Default 2.
         quiet: print only the summary. Default False.
+        isolate: run every check in a forked process (a model killed for memory is reported, not fatal). Default True.
     """
     torch.set_num_threads(threads)
     warnings.simplefilter("ignore")
@@ -72,8 +103,12 @@ def main(
     for operator in ops:
         failures = []
         for name in names:
-            torch.manual_seed(0)
-            result = check_torchvision_model(name, operator, batch=batch, depth=depth, size=size)
+            options = {"batch": batch, "depth": depth, "size": size}
+            if isolate:
+                result = _run_isolated(name, operator, options)
+            else:
+                torch.manual_seed(0)
+                result = check_torchvision_model(name, operator, **options)
             if not quiet:
                 status = f"ok {result.output_shape}" if result.ok else f"FAIL {result.error}"
                 print(f"{operator} {name} {status} {result.seconds:.1f}s", flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +137,7 @@ def _output_tensors(output: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
 
 
 def check_conversion(
-    model: nn.Module,
+    model: nn.Module | Callable[[], nn.Module],
     operator: str,
     input_shape: tuple,
     expected_shape: tuple,
@@ -148,7 +149,8 @@ def check_conversion(
     parameter must receive a finite gradient from the sum of all tensor outputs.
 
     Args:
-        model: the 2D model (not modified).
+        model: the 2D model (not modified), or a function building it (then converted in place, so that a large
+            model is never held twice).
         operator: fusion operator key.
         input_shape: (N, C, D, H, W).
         expected_shape: the main output's shape.
@@ -160,8 +162,18 @@ def check_conversion(
     Raises:
         AssertionError: a wrong shape, a non-finite value, or parameters without gradient (named).
         Exception: whatever conversion or the forward pass raise.
+
+    Examples:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> check_conversion(model, "acs", (2, 1, 5, 6, 7), (2, 2))[0]
+        (2, 2)
     """
-    net = convert_to_3d(model, operator, **convert_options).train()
+    if isinstance(model, nn.Module):
+        net = convert_to_3d(model, operator, **convert_options)
+    else:
+        net = convert_to_3d(model(), operator, inplace=True, **convert_options)
+    net.train()
     output = net(torch.randn(*input_shape))
     main, tensors = _output_tensors(output)
     if tuple(main.shape) != tuple(expected_shape):
@@ -191,7 +203,9 @@ def check_torchvision_model(
         shape = zoo_input_shape(name, operator, batch, depth, size)
         options: dict[str, Any] = {"keep_depth": True, "depth": depth} if operator == "a3d" else {}
         expected = (batch, num_classes, *shape[2:]) if is_segmentation(name) else (batch, num_classes)
-        out_shape, _ = check_conversion(build_torchvision_2d(name, num_classes), operator, shape, expected, **options)
+        out_shape, _ = check_conversion(
+            lambda: build_torchvision_2d(name, num_classes), operator, shape, expected, **options
+        )
     except Exception as error:  # noqa: BLE001 - a sweep reports every failure
         message = " ".join(str(error).split())
         return ZooResult(
