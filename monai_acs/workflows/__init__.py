@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from .handlers import ProgressBar, RunCheckpointer
 from .poc import finish_run, pretrained_2d_weights
-from .runs import default_run_name, locate_bundle_root, prepare_run_dir, publish_model, require_dataset_dir, save_atomic
+from .runs import as_bool, default_run_name, locate_bundle_root, prepare_run_dir, publish_model, require_dataset_dir, save_atomic
 from .segmentation import evaluate_segmentation, feature_mauc_report, format_table, pretrain_2d, write_report
 
 __all__ = [
+    "as_bool",
     "ProgressBar",
     "RunCheckpointer",
     "default_run_name",

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 from ignite.engine import Engine, Events
 
-from .runs import save_atomic
+from .runs import as_bool, save_atomic
 
 __all__ = ["RunCheckpointer", "ProgressBar"]
 
@@ -52,7 +52,7 @@ class RunCheckpointer:
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.run_dir = Path(run_dir)
         self.network, self.evaluator, self.key_metric = network, evaluator, key_metric
-        self.optimizer, self.lr_scheduler, self.resume, self.mode = optimizer, lr_scheduler, resume, mode
+        self.optimizer, self.lr_scheduler, self.resume, self.mode = optimizer, lr_scheduler, as_bool(resume), mode
         self.best_metric = -math.inf if mode == "max" else math.inf
         self.best_epoch = -1
         self._trainer: Engine | None = None

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..data.synthetic import read_2d_samples
 from ..networks.poc import poc_unet_2d
-from .runs import publish_model
+from .runs import as_bool, publish_model
 from .segmentation import evaluate_segmentation, pretrain_2d, write_report
 
 __all__ = ["pretrained_2d_weights", "finish_run"]
@@ -37,7 +37,7 @@ def pretrained_2d_weights(
     The file name encodes the architecture, data size, epochs and seed, so every run and operator with the same
     settings shares one 2D pretraining.
     """
-    if not pretrained:
+    if not as_bool(pretrained):
         return None
     samples = read_2d_samples(Path(datalist).parent / "pretrain_2d_training.npz")
     name = (
@@ -75,7 +75,7 @@ def finish_run(
         extra["feature_mauc_before_3d_training"] = round(feature_mauc, 4)
     title = f"Validation, best checkpoint ({settings.get('operator')}, {'p.' if settings.get('pretrained') else 'r.'})"
     report = write_report(results, run_dir, title, extra)
-    if publish:
+    if as_bool(publish):
         published = publish_model(best, models_dir, info=extra)  # a plain state dict, as model zoo bundles ship
         print(f"best model published to {published}; logs and checkpoints in {run_dir}", flush=True)
     else:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "as_bool",
     "locate_bundle_root",
     "default_run_name",
     "prepare_run_dir",
@@ -23,6 +24,22 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def as_bool(value: Any) -> bool:
+    """Command-line booleans: ``--flag false`` reaches a bundle as the string "false" (fire), which is truthy.
+
+    Raises:
+        ValueError: a string that is not a recognised boolean.
+    """
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes", "y", "on"):
+            return True
+        if lowered in ("false", "0", "no", "n", "off", "none", ""):
+            return False
+        raise ValueError(f"expected a boolean (true/false), got {value!r}")
+    return bool(value)
 
 
 def _config_files_from_argv(argv: list[str]) -> list[str]:
@@ -89,6 +106,7 @@ def prepare_run_dir(runs_dir: str | os.PathLike, run_name: str, resume: bool = F
         FileNotFoundError: ``resume`` is True and there is nothing to resume.
     """
     runs = Path(runs_dir)
+    resume = as_bool(resume)
     if resume and run_name == "latest":
         found = sorted((p for p in runs.glob("*/checkpoint_latest.pt")), key=lambda p: p.stat().st_mtime)
         if not found:
