@@ -438,13 +438,25 @@ class _SplitViewsConv(torch.autograd.Function):
                 else:
                     torch.ops.mkldnn._convolution_pointwise_(grad_x, g, flipped, None, q, [1, 1, 1], dil, 1, "add",
                                                              None, None, [], None)
-            if need_w:  # the kernel gradient of that same conv (roles of x and g swapped): faster with few channels
+            if need_w and (x.shape[1] <= 64 or w_stop - w_start >= 32):
+                # the kernel gradient of that same conv (roles of x and g swapped); oneDNN runs it faster with few
+                # input channels, much slower with >= 128 input channels and < 32 view channels (measured, see
+                # docs/benchmarks.md)
                 gw = torch.ops.aten.convolution_backward(
                     x, g, flipped, None, [1, 1, 1], q, dil, False, [0, 0, 0], 1, [False, True, False]
                 )[1]
                 grad_ws.append(gw.flip(2, 3, 4).transpose(0, 1).squeeze(dim))
-            if need_b:
-                grad_bs.append(g.sum(dim=(0, 2, 3, 4)))
+                if need_b:
+                    grad_bs.append(g.sum(dim=(0, 2, 3, 4)))
+            elif need_w or need_b:
+                _, gw, gb = torch.ops.aten.convolution_backward(
+                    g, x, w, [w_stop - w_start] if need_b else None, stride, pad, dil, False, [0, 0, 0], groups,
+                    [False, need_w, need_b],
+                )
+                if need_w:
+                    grad_ws.append(gw.squeeze(dim))
+                if need_b:
+                    grad_bs.append(gb)
             del g
         grad_w = torch.cat(grad_ws, dim=0) if need_w else None
         grad_b = torch.cat(grad_bs, dim=0) if need_b else None

@@ -211,3 +211,20 @@ def test_merged_one_by_one_equals_a_plain_conv(groups, split):
     got = torch.autograd.grad(out, [x, layer.weight], grad)
     for a, b in zip(got, torch.autograd.grad(expected, [x, layer.weight], grad)):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("in_channels, out_channels", [(128, 40), (128, 96), (8, 40)])
+def test_kernel_gradient_branches_match_reference(in_channels, out_channels):
+    """Both oneDNN kernel-gradient forms (swapped roles for few input channels or wide views, standard otherwise)."""
+    layer = ACSConv(in_channels, out_channels, 3, padding=1)
+    x = torch.randn(1, in_channels, 4, 5, 6).contiguous(memory_format=CL).requires_grad_(True)
+    out = layer(x)
+    xr = x.detach().double().requires_grad_(True)
+    wr = layer.weight.detach().double().requires_grad_(True)
+    br = layer.bias.detach().double().requires_grad_(True)
+    out_r = _reference(xr, wr, br, layer.split, 1, 1, 1)
+    torch.testing.assert_close(out.double(), out_r, **F32)
+    grad = torch.randn_like(out_r)
+    got = torch.autograd.grad(out, [x, layer.weight, layer.bias], grad.float())
+    for a, b in zip(got, torch.autograd.grad(out_r, [xr, wr, br], grad)):
+        torch.testing.assert_close(a.double(), b, **F32)
