@@ -300,7 +300,7 @@ _accumulate_checked: list[bool] = []  # filled once by _mkldnn_accumulate_ok()
 
 def _fast_views_eligible(x: Tensor, plans: List[ViewPlan]) -> bool:
     """Views that read the whole input unpadded and uncropped, with groups=1: the common ACS layer."""
-    if len(plans) < 2:
+    if len(plans) < 2 or torch.jit.is_tracing():  # a traced Python autograd.Function cannot be saved
         return False
     channels = x.shape[1]
     for plan in plans:

@@ -281,6 +281,22 @@ def test_torchscript_identical_output(name):
     assert torch.equal(loaded(x), expected)
 
 
+@IGNORE_JIT_DEPRECATION
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_traced_layer_saves_and_matches(name):
+    # torch.jit.trace is what `monai.bundle ckpt_export --use_trace true` runs; the eager fast path is a Python
+    # autograd.Function that a saved trace cannot hold, so tracing must record the plain convolutions
+    layer = _perturb(LAYERS[name]()).eval()
+    x = torch.randn(*INPUT_SHAPE)
+    expected = layer(x)
+    traced = torch.jit.trace(layer, x)
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    torch.testing.assert_close(loaded(x), expected, rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # docstring examples really run
 # ---------------------------------------------------------------------------------------------------------------------
