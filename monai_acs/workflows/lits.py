@@ -1,0 +1,804 @@
+"""Steps of the LiTS bundle (ACS paper Sec. IV-C): depth-first axes, LiTS Dice, run report, CT volume segmentation.
+
+The LiTS bundle (``bundles/lits_acs``) calls these from its configs:
+
+- :class:`DepthFirstd` turns MONAI's (C, x, y, z) arrays into the paper's (C, z, y, x) and back (invertible, affine
+  kept consistent);
+- :class:`LitsRegionsd` and :class:`LitsDiceHandler` compute the paper's Table VI metrics, Dice global and Dice per
+  case of the liver (labels 1 and 2) and of the tumour (label 2);
+- :func:`lits_datalist`, :func:`check_lits_split`, :func:`require_checkpoint` fail fast with clear messages;
+- :func:`finish_lits_run` reports the best validation and publishes the model;
+- :class:`VolumeSegmenter` segments new CT volumes (NIfTI files, folders of them, DICOM series folders) one file at
+  a time with MONAI transforms and inferers, writes each label map in the input's own geometry, a CSV of liver and
+  tumour volumes and an overlay PNG per input; a file that fails is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.config import KeysCollection
+from monai.data import MetaTensor, decollate_batch
+from monai.data.meta_obj import get_track_meta
+from monai.transforms import InvertibleTransform, MapTransform
+from monai.utils import convert_to_tensor
+from torch import nn
+
+from ..data.lits import load_lits_datalist
+from .runs import publish_model, save_atomic
+
+__all__ = [
+    "LITS_REGIONS",
+    "DepthFirstd",
+    "LitsDiceHandler",
+    "LitsRegionsd",
+    "VolumeSegmenter",
+    "check_lits_split",
+    "finish_lits_run",
+    "lits_datalist",
+    "list_ct_inputs",
+    "require_checkpoint",
+    "write_overlay_png",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The evaluated regions of LiTS: the liver is every non-background voxel (labels 1 and 2), the tumour label 2.
+LITS_REGIONS: tuple[str, ...] = ("liver", "tumour")
+
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_OTHER_VOLUME_SUFFIXES = (".mha", ".mhd", ".nrrd")
+
+
+# ----------------------------------------------------------------------------------------------------------- axes
+def _reverse_spatial(img: Any) -> Any:
+    """(C, a, b, c) -> (C, c, b, a); a MetaTensor's affine gets its spatial columns reversed to match."""
+    img = convert_to_tensor(img, track_meta=get_track_meta())
+    if img.ndim < 2:
+        raise ValueError(f"DepthFirstd: expected a channel-first array (C, x, y[, z]), got shape {tuple(img.shape)}")
+    spatial = list(range(1, img.ndim))
+    out = img.permute([0, *spatial[::-1]])
+    if isinstance(out, MetaTensor):
+        affine = torch.as_tensor(out.affine).clone()
+        n = img.ndim - 1
+        if affine.shape[-1] == n + 1:
+            affine[..., :n] = affine[..., :n].flip(-1)
+            out.affine = affine
+    return out
+
+
+class DepthFirstd(MapTransform, InvertibleTransform):
+    """Reverse the spatial axes of channel-first arrays: MONAI's (C, x, y, z) becomes the paper's (C, z, y, x).
+
+    The ACS paper (Sec. IV-C) transposes LiTS volumes to z, y, x so that depth is the first spatial axis, which is
+    what ``conv2p5d``, ``keep_depth`` and the A3D operators assume. Unlike ``monai.transforms.Transposed`` this
+    transform also permutes the affine's columns, so the metadata still describes the data (spacing reads as
+    (z, y, x), later spatial transforms and ``Invertd`` stay correct). It is its own inverse and is recorded for
+    ``Invertd``.
+
+    Args:
+        keys: keys of the arrays to transform.
+        allow_missing_keys: skip missing keys instead of raising. Default False.
+
+    Examples:
+        >>> import torch
+        >>> from monai.data import MetaTensor
+        >>> img = MetaTensor(torch.zeros(1, 4, 5, 6), affine=torch.diag(torch.tensor([0.7, 0.8, 2.5, 1.0])))
+        >>> out = DepthFirstd("image")({"image": img})["image"]
+        >>> tuple(out.shape), [round(float(s), 2) for s in out.pixdim]
+        ((1, 6, 5, 4), [2.5, 0.8, 0.7])
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = _reverse_spatial(d[key])
+            self.push_transform(d, key)
+        return d
+
+    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            self.get_most_recent_transform(d, key)  # raises if the last recorded transform is not this one
+            self.pop_transform(d, key)
+            d[key] = _reverse_spatial(d[key])
+        return d
+
+
+# -------------------------------------------------------------------------------------------------------- metrics
+def _region_masks(x: Any) -> torch.Tensor:
+    """A label map (1, ...) -> bool region masks (2, ...): liver (label >= 1), tumour (label == 2)."""
+    t = torch.as_tensor(x)
+    if t.ndim < 2 or t.shape[0] not in (1, 2):
+        raise ValueError(
+            f"expected a LiTS label map (1, ...) or liver/tumour masks (2, ...), got shape {tuple(t.shape)}"
+        )
+    if t.shape[0] == 2:
+        return t.bool()
+    return torch.cat([t >= 1, t == 2]).bool()
+
+
+class LitsRegionsd(MapTransform):
+    """Turn LiTS label maps (1, ...) with 0 background, 1 liver, 2 tumour into two float masks (2, ...):
+    liver (labels 1 and 2: the whole organ, tumours included, as the LiTS challenge scores it) and tumour (label 2).
+
+    MONAI's ``MeanDice(include_background=True)`` over these channels is the mean of the liver and tumour Dice.
+
+    Examples:
+        >>> import torch
+        >>> out = LitsRegionsd("label")({"label": torch.tensor([[0, 1, 2]])})["label"]
+        >>> out.tolist()
+        [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            masks = _region_masks(d[key]).float()
+            d[key] = MetaTensor(masks, meta=d[key].meta) if isinstance(d[key], MetaTensor) else masks
+        return d
+
+
+def _case_counts(pred: Any, label: Any) -> dict[str, int]:
+    p, lab = _region_masks(pred), _region_masks(label)
+    if p.shape != lab.shape:
+        raise ValueError(f"prediction shape {tuple(p.shape)} differs from label shape {tuple(lab.shape)}")
+    counts = {}
+    for i, region in enumerate(LITS_REGIONS):
+        counts[f"{region}_tp"] = int((p[i] & lab[i]).sum())
+        counts[f"{region}_pred"] = int(p[i].sum())
+        counts[f"{region}_label"] = int(lab[i].sum())
+    return counts
+
+
+def _dice(tp: float, n_pred: float, n_label: float) -> float:
+    return 2.0 * tp / (n_pred + n_label) if n_pred + n_label > 0 else math.nan
+
+
+def summarize_lits_dice(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Dice global and Dice per case of liver and tumour from per-case voxel counts.
+
+    Dice global pools the voxels of all cases before taking the ratio; Dice per case averages the per-case Dice
+    over the cases where the region is present in the label or the prediction (a case where both are empty has no
+    Dice and is left out, as in :mod:`monai_acs.metrics`).
+
+    Args:
+        rows: one mapping per case with ``<region>_tp``, ``<region>_pred``, ``<region>_label`` voxel counts.
+
+    Returns:
+        ``{"cases": n, "liver": {"dice_global", "dice_per_case", "cases_counted"}, "tumour": {...},
+        "per_case": [{"case", "liver_dice", "tumour_dice", counts...}]}``.
+    """
+    per_case = []
+    for row in rows:
+        item = dict(row)
+        for region in LITS_REGIONS:
+            item[f"{region}_dice"] = _dice(row[f"{region}_tp"], row[f"{region}_pred"], row[f"{region}_label"])
+        per_case.append(item)
+    summary: dict[str, Any] = {"cases": len(per_case)}
+    for region in LITS_REGIONS:
+        tp = sum(r[f"{region}_tp"] for r in per_case)
+        n_pred = sum(r[f"{region}_pred"] for r in per_case)
+        n_label = sum(r[f"{region}_label"] for r in per_case)
+        values = [r[f"{region}_dice"] for r in per_case if not math.isnan(r[f"{region}_dice"])]
+        summary[region] = {
+            "dice_global": _dice(tp, n_pred, n_label),
+            "dice_per_case": float(np.mean(values)) if values else math.nan,
+            "cases_counted": len(values),
+        }
+    summary["per_case"] = per_case
+    return summary
+
+
+def format_lits_table(summary: Mapping[str, Any]) -> str:
+    """Markdown table of :func:`summarize_lits_dice` in the layout of the ACS paper's Table VI (percent)."""
+    pct = lambda v: "n/a" if v is None or math.isnan(v) else f"{100 * v:.1f}"  # noqa: E731
+    les, liv = summary["tumour"], summary["liver"]
+    return "\n".join([
+        "| | Lesion DG | Lesion DPC | Liver DG | Liver DPC |",
+        "|---|---|---|---|---|",
+        f"| this model ({summary['cases']} cases) | {pct(les['dice_global'])} | {pct(les['dice_per_case'])} | "
+        f"{pct(liv['dice_global'])} | {pct(liv['dice_per_case'])} |",
+    ])
+
+
+def _gather_rows(rows: list[dict]) -> list[dict]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world = torch.distributed.get_world_size()
+        if world > 1:
+            gathered: list[Any] = [None] * world
+            torch.distributed.all_gather_object(gathered, rows)
+            return [r for part in gathered for r in part]
+    return rows
+
+
+def _is_main_process() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0
+    )
+
+
+def write_lits_dice(summary: Mapping[str, Any], out_dir: str | os.PathLike, stem: str = "lits_dice") -> list[Path]:
+    """Write ``<stem>.json`` (summary and per-case rows), ``<stem>.csv`` (the four figures) and
+    ``<stem>_per_case.csv`` into ``out_dir``, each atomically.
+
+    Returns:
+        The written paths.
+    """
+    out = Path(out_dir)
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["region", "dice_global", "dice_per_case", "cases_counted", "cases"])
+    for region in ("tumour", "liver"):
+        r = summary[region]
+        writer.writerow([region, f"{r['dice_global']:.6f}", f"{r['dice_per_case']:.6f}", r["cases_counted"],
+                         summary["cases"]])
+    cases = io.StringIO()
+    fields = ["case"] + [f"{reg}_{k}" for reg in LITS_REGIONS for k in ("dice", "tp", "pred", "label")]
+    case_writer = csv.DictWriter(cases, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    case_writer.writeheader()
+    for row in summary["per_case"]:
+        case_writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    paths = [
+        save_atomic(json.dumps(summary, indent=2, default=float) + "\n", out / f"{stem}.json"),
+        save_atomic(table.getvalue(), out / f"{stem}.csv"),
+        save_atomic(cases.getvalue(), out / f"{stem}_per_case.csv"),
+    ]
+    return paths
+
+
+class LitsDiceHandler:
+    """ignite handler for a MONAI evaluator: the ACS paper's LiTS metrics (Table VI) over one evaluation pass.
+
+    After each iteration it counts, per case, the true-positive, predicted and label voxels of the liver (labels 1
+    and 2) and the tumour (label 2) from the decollated ``pred`` / ``label`` (label maps (1, ...) or the masks of
+    :class:`LitsRegionsd`); at the end of the pass it puts ``<prefix>liver_dice_global``,
+    ``<prefix>liver_dice_per_case``, ``<prefix>tumour_dice_global`` and ``<prefix>tumour_dice_per_case`` into
+    ``engine.state.metrics`` (attach it before ``StatsHandler`` / ``TensorBoardStatsHandler`` to have them logged),
+    and writes CSV/JSON files. Under ``torch.distributed`` the counts of all ranks are gathered; only rank 0 writes.
+
+    Args:
+        output_dir: folder for the files; None writes nothing. Default None.
+        per_epoch: name the files ``epoch_<NNNN>`` after the evaluator's epoch (the trainer's epoch under
+            ``ValidationHandler``), so a training run keeps every validation; otherwise ``lits_dice``. Default False.
+        print_results: print the table (Table VI layout) at the end of the pass. Default False.
+        prefix: prefix of the metric names. Default ``"val_"``.
+        case_key: key of the batch holding the case name (falls back to the image file name). Default ``"case"``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        per_epoch: bool = False,
+        print_results: bool = False,
+        prefix: str = "val_",
+        case_key: str = "case",
+    ) -> None:
+        self.output_dir, self.per_epoch, self.print_results = output_dir, per_epoch, print_results
+        self.prefix, self.case_key = prefix, case_key
+        self._rows: list[dict] = []
+        self.summary: dict[str, Any] | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._complete)
+
+    def _reset(self, engine: Engine) -> None:
+        self._rows = []
+
+    def _case_name(self, batch_item: Any, output_item: Mapping, index: int) -> str:
+        if isinstance(batch_item, Mapping) and isinstance(batch_item.get(self.case_key), str):
+            return batch_item[self.case_key]
+        for source in (output_item.get("label"), output_item.get("pred")):
+            if isinstance(source, MetaTensor) and source.meta.get("filename_or_obj"):
+                return _input_stem(str(source.meta["filename_or_obj"]))
+        return f"case_{index}"
+
+    def _update(self, engine: Engine) -> None:
+        output = engine.state.output
+        batch = engine.state.batch
+        outputs = decollate_batch(output) if isinstance(output, Mapping) else list(output)
+        batches = decollate_batch(batch) if isinstance(batch, Mapping) else list(batch or [])
+        for i, item in enumerate(outputs):
+            if "pred" not in item or "label" not in item:
+                raise KeyError(f"LitsDiceHandler needs 'pred' and 'label' in the engine output, got {sorted(item)}")
+            name = self._case_name(batches[i] if i < len(batches) else None, item, len(self._rows))
+            self._rows.append({"case": name, **_case_counts(item["pred"], item["label"])})
+
+    def _complete(self, engine: Engine) -> None:
+        rows = _gather_rows(self._rows)
+        if not rows:
+            raise ValueError("LitsDiceHandler: the evaluation pass saw no case")
+        summary = summarize_lits_dice(rows)
+        summary["epoch"] = int(engine.state.epoch)
+        self.summary = summary
+        for region in LITS_REGIONS:
+            for key in ("dice_global", "dice_per_case"):
+                engine.state.metrics[f"{self.prefix}{region}_{key}"] = summary[region][key]
+        if not _is_main_process():
+            return
+        logger.info(
+            "LiTS Dice over %d cases: lesion DG %.4f DPC %.4f | liver DG %.4f DPC %.4f", summary["cases"],
+            summary["tumour"]["dice_global"], summary["tumour"]["dice_per_case"], summary["liver"]["dice_global"],
+            summary["liver"]["dice_per_case"],
+        )
+        written = []
+        if self.output_dir is not None:
+            stem = f"epoch_{engine.state.epoch:04d}" if self.per_epoch else "lits_dice"
+            written = write_lits_dice(summary, self.output_dir, stem)
+        if self.print_results:
+            print("\n" + format_lits_table(summary), flush=True)
+            if written:
+                print(f"(written to {', '.join(str(p) for p in written)})", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------- bundle steps
+def _input_stem(path: str) -> str:
+    name = Path(path.rstrip("/\\")).name
+    for suffix in (*_NIFTI_SUFFIXES[::-1], *_OTHER_VOLUME_SUFFIXES, ".dcm"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def lits_datalist(
+    dataset_dir: str | os.PathLike, split: str = "training", val_fraction: float = 0.2, seed: int = 0
+) -> list[dict[str, str]]:
+    """One split of LiTS for the bundle: :func:`monai_acs.data.lits.load_lits_datalist` plus a ``case`` name.
+
+    Raises at once (before any network is built) when ``dataset_dir`` is missing or holds no LiTS case, with the
+    expected layout and the demo-data command in the message.
+
+    Returns:
+        ``[{"image", "label", "case"}, ...]``.
+
+    Raises:
+        FileNotFoundError: no data (see :func:`monai_acs.data.lits.find_lits_cases`).
+        ValueError: the split is empty.
+    """
+    cases = load_lits_datalist(dataset_dir, split, val_fraction=val_fraction, seed=seed)
+    if not cases:
+        raise ValueError(f"LiTS dataset_dir '{dataset_dir}': the {split!r} split is empty")
+    return [{**c, "case": _input_stem(str(c["image"]))} for c in cases]
+
+
+def check_lits_split(
+    training: Sequence[Mapping], validation: Sequence[Mapping], batch_size: int | None = None, num_samples: int = 1
+) -> int:
+    """Log the split sizes; raise if either is empty (validation selects the best checkpoint) or if a training batch
+    would hold a single crop (DeepLab's ASPP pooling branch has a BatchNorm over a 1 x 1 x 1 map, which cannot train
+    on one sample).
+
+    Args:
+        training: the training cases.
+        validation: the validation cases.
+        batch_size: volumes per batch; None skips the batch check. Default None.
+        num_samples: crops per volume. Default 1.
+
+    Returns:
+        The number of training cases.
+    """
+    if not training or not validation:
+        raise ValueError(
+            f"LiTS training needs training and validation cases, got {len(training)} and {len(validation)}: use at "
+            "least 2 cases and --val_fraction > 0 (or a datalist JSON with both keys)"
+        )
+    if batch_size is not None:
+        last = len(training) % batch_size or batch_size
+        if min(batch_size, len(training), last) * num_samples < 2:
+            raise ValueError(
+                f"a training batch would hold 1 crop ({len(training)} training cases, batch_size {batch_size}, "
+                f"num_samples {num_samples}); DeepLab's BatchNorm needs at least 2: use --num_samples 2 or more"
+            )
+    logger.info("LiTS: %d training and %d validation cases", len(training), len(validation))
+    print(f"LiTS: {len(training)} training and {len(validation)} validation cases", flush=True)
+    return len(training)
+
+
+def require_checkpoint(ckpt_path: str | os.PathLike) -> str:
+    """Fail fast when the model file is missing, saying how to get one.
+
+    Raises:
+        FileNotFoundError: ``ckpt_path`` is not a file.
+    """
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(
+            f"no trained model at {ckpt_path}: train one with `python -m monai.bundle run training --config_file "
+            "bundles/lits_acs/configs/train.json --dataset_dir <LiTS folder>` (it publishes models/model.pt) or pass "
+            "--ckpt_path <file>"
+        )
+    return str(ckpt_path)
+
+
+def _state_dict_of(obj: Any, source: str) -> Mapping[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in ("network", "model", "state_dict"):
+            if isinstance(obj.get(key), Mapping):
+                return obj[key]
+        return obj
+    raise ValueError(f"{source}: expected a state dict (or a checkpoint holding one), got {type(obj).__name__}")
+
+
+def load_network_weights(network: nn.Module, ckpt_path: str | os.PathLike) -> nn.Module:
+    """Load a plain state dict, or a checkpoint holding one under ``network``/``model``/``state_dict``, strictly."""
+    require_checkpoint(ckpt_path)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    target = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
+    target.load_state_dict(_state_dict_of(state, str(ckpt_path)), strict=True)
+    return network
+
+
+def finish_lits_run(run_dir: str, models_dir: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Report the best validation of a training run (its four Dice figures) and publish its model.
+
+    Reads the best epoch from ``<run_dir>/model_best.pt`` and that validation's results from
+    ``<run_dir>/validation/epoch_<NNNN>.json`` (written by :class:`LitsDiceHandler` during training, so nothing is
+    recomputed and a resumed run reports correctly), prints the Table VI row, writes ``results.json`` /
+    ``results.md`` into the run folder and publishes ``models/model.pt``.
+
+    Returns:
+        The report.
+
+    Raises:
+        FileNotFoundError: no best checkpoint or no validation file (validation never ran).
+    """
+    run = Path(run_dir)
+    best = run / "model_best.pt"
+    if not best.is_file():
+        raise FileNotFoundError(f"{best} was not written: did validation run? (val_interval <= epochs)")
+    epoch = int(torch.load(best, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    results_file = run / "validation" / f"epoch_{epoch:04d}.json"
+    if not results_file.is_file():
+        raise FileNotFoundError(f"{results_file}: the validation results of the best epoch {epoch} are missing")
+    summary = json.loads(results_file.read_text())
+    report = {
+        "best_epoch": epoch,
+        "tumour": summary["tumour"],
+        "liver": summary["liver"],
+        "cases": summary["cases"],
+        "settings": dict(settings),
+        "run_dir": str(run),
+        "best_checkpoint": str(best),
+    }
+    table = format_lits_table(summary)
+    text = f"## LiTS validation, best checkpoint (epoch {epoch})\n\n{table}\n\n" + "\n".join(
+        f"- {k}: {v}" for k, v in settings.items()
+    ) + "\n"
+    save_atomic(json.dumps(report, indent=2, default=float) + "\n", run / "results.json")
+    save_atomic(text, run / "results.md")
+    published = publish_model(best, models_dir, info={**report, "settings": dict(settings)})
+    print("\n" + text, flush=True)
+    print(f"best model (epoch {epoch}) published to {published}; logs, checkpoints and per-validation Dice in {run}",
+          flush=True)
+    return report
+
+
+# ------------------------------------------------------------------------------------------- CT volume inference
+def _is_dicom_file(path: Path) -> bool:
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _holds_dicom(folder: Path, probe: int = 8) -> bool:
+    files = [p for p in sorted(folder.iterdir()) if p.is_file()][:probe]
+    return any(_is_dicom_file(p) for p in files)
+
+
+def _is_volume_file(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_file() and name.endswith(_NIFTI_SUFFIXES + _OTHER_VOLUME_SUFFIXES)
+
+
+def list_ct_inputs(source: str | os.PathLike) -> list[str]:
+    """The CT volumes to segment under ``source``.
+
+    ``source`` may be one volume file (NIfTI ``.nii``/``.nii.gz``, or ``.mha``/``.mhd``/``.nrrd``), a folder of DICOM
+    files (one series), or a folder holding volume files and/or sub-folders that each hold one DICOM series.
+
+    Returns:
+        Paths (files, or folders for DICOM series), sorted.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist or holds nothing to segment.
+    """
+    path = Path(source)
+    if path.is_file():
+        return [str(path)]
+    if not path.is_dir():
+        raise FileNotFoundError(f"input {str(path)!r} does not exist: give a NIfTI file, a folder of them, or a "
+                                "DICOM series folder")
+    volumes = sorted(str(p) for p in path.iterdir() if _is_volume_file(p))
+    if not volumes and _holds_dicom(path):
+        return [str(path)]
+    series = sorted(str(p) for p in path.iterdir() if p.is_dir() and _holds_dicom(p))
+    found = volumes + series
+    if not found:
+        raise FileNotFoundError(
+            f"input folder {str(path)!r} holds no CT volume: expected NIfTI files (*.nii, *.nii.gz; also *.mha, "
+            "*.mhd, *.nrrd), DICOM files of one series, or sub-folders each holding one DICOM series"
+        )
+    return found
+
+
+def _to_lps(volume_zyx: np.ndarray, axcodes: str) -> np.ndarray:
+    """Reorient a network-space (z, y, x) array whose (x, y, z) axes follow ``axcodes`` to L, P, S (for display)."""
+    import nibabel.orientations as nio
+
+    xyz = np.transpose(volume_zyx, (2, 1, 0))
+    transform = nio.ornt_transform(nio.axcodes2ornt(tuple(axcodes)), nio.axcodes2ornt(("L", "P", "S")))
+    return np.transpose(nio.apply_orientation(xyz, transform), (2, 1, 0))
+
+
+def write_overlay_png(
+    image_zyx: np.ndarray,
+    label_zyx: np.ndarray,
+    spacing_zyx: Sequence[float],
+    path: str | os.PathLike,
+    title: str = "",
+) -> str:
+    """Save a PNG with the label map over axial, coronal and sagittal slices through the liver's centre.
+
+    The arrays are (z, y, x) with voxel axes toward patient Left, Posterior, Superior (the bundle's network space):
+    the axial slice is shown as a radiologist reads it (anterior up, patient's right on the left), coronal and
+    sagittal with superior up. The slices pass through the centroid of the predicted liver (labels 1 and 2), or
+    through the middle of the volume when no liver was found. Liver is drawn green, tumour red.
+
+    Args:
+        image_zyx: the image, any range (displayed between its 0.5 and 99.5 percentiles).
+        label_zyx: the label map (0 background, 1 liver, 2 tumour), same shape.
+        spacing_zyx: voxel size in mm along (z, y, x), for the aspect ratio.
+        path: the PNG to write.
+        title: figure title.
+
+    Returns:
+        The written path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+
+    image = np.asarray(image_zyx, dtype=np.float32)
+    label = np.asarray(label_zyx)
+    if image.shape != label.shape or image.ndim != 3:
+        raise ValueError(f"write_overlay_png: image {image.shape} and label {label.shape} must be the same 3D shape")
+    liver = np.argwhere(label >= 1)
+    centre = liver.mean(0).round().astype(int) if len(liver) else np.array(image.shape) // 2
+    cz, cy, cx = (int(c) for c in centre)
+    sz, sy, sx = (float(s) for s in spacing_zyx)
+    lo, hi = np.percentile(image, [0.5, 99.5]) if image.size else (0.0, 1.0)
+    colours = ListedColormap([(0, 0, 0, 0), (0.1, 0.9, 0.2, 0.35), (1.0, 0.1, 0.1, 0.6)])
+    views = [
+        ("axial", image[cz], label[cz], sy / sx, "upper", f"z={cz}"),
+        ("coronal", image[:, cy, :], label[:, cy, :], sz / sx, "lower", f"y={cy}"),
+        ("sagittal", image[:, :, cx], label[:, :, cx], sz / sy, "lower", f"x={cx}"),
+    ]
+    fig = Figure(figsize=(12, 4.6), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, (name, img, lab, aspect, origin, where) in enumerate(views):
+        ax = fig.add_subplot(1, 3, i + 1)
+        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, aspect=aspect, origin=origin,
+                  interpolation="nearest")
+        ax.imshow(np.clip(lab, 0, 2), cmap=colours, vmin=0, vmax=2, aspect=aspect, origin=origin,
+                  interpolation="nearest")
+        ax.set_title(f"{name} ({where})", fontsize=9)
+        ax.set_axis_off()
+    suffix = "" if len(liver) else " (no liver found)"
+    fig.suptitle(f"{title}{suffix}\ngreen: liver, red: tumour", fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return str(out)
+
+
+_CSV_FIELDS = [
+    "input", "status", "output", "overlay", "shape", "spacing_mm", "voxel_ml", "liver_voxels", "tumour_voxels",
+    "liver_ml", "tumour_ml", "tumour_components",
+]
+
+
+class VolumeSegmenter:
+    """Segment liver and tumours in CT volumes, one input at a time, each in its own geometry.
+
+    For each input: ``preprocessing({"image": path})`` (loading, reorientation, depth-first axes, intensity
+    scaling: MONAI transforms from the config), the ``inferer`` on the network (AMP on CUDA when ``amp``),
+    ``postprocessing`` on ``{"image", "pred"}`` (argmax and ``Invertd`` back to the input's voxel grid), then:
+
+    - ``<output_dir>/<name>_seg.nii.gz``: uint8 label map (0 background, 1 liver, 2 tumour) with the input's shape and
+      affine;
+    - ``<output_dir>/<name>_overlay.png``: axial, coronal and sagittal slices through the liver (see
+      :func:`write_overlay_png`);
+    - a row in ``<output_dir>/<csv_name>``: liver volume (labels 1 and 2, tumours included) and tumour volume in mL,
+      voxel counts, number of tumour components (26-connected).
+
+    An input that fails (unreadable, corrupt, wrong dimensionality, out of memory, ...) is logged with the reason,
+    gets a CSV row with ``status`` ``error: ...``, and is skipped; the others are still processed. The CSV is
+    rewritten after every input, so it is complete up to the input in progress.
+
+    Args:
+        inputs: paths (see :func:`list_ct_inputs`).
+        network: the segmentation network, (N, 3, D, H, W) -> logits (N, 3, D, H, W).
+        preprocessing: MONAI transform for ``{"image": path}``.
+        inferer: MONAI inferer, called as ``inferer(image, network)``.
+        postprocessing: MONAI transform for ``{"image", "pred"}`` returning ``pred`` in the input's geometry.
+        output_dir: output folder (created).
+        device: device for the network. Default CPU.
+        ckpt_path: weights to load into ``network`` before the first input; None keeps the network as it is.
+        amp: autocast on CUDA. Default False.
+        axcodes: the orientation ``preprocessing`` reorients to (for the overlay display). Default ``"LPS"``.
+        csv_name: name of the volume table. Default ``"volumes.csv"``.
+        output_postfix: suffix of the label map names. Default ``"seg"``.
+        overlay: write the PNGs. Default True.
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[str],
+        network: nn.Module,
+        preprocessing: Callable,
+        inferer: Callable,
+        postprocessing: Callable,
+        output_dir: str,
+        device: str | torch.device = "cpu",
+        ckpt_path: str | None = None,
+        amp: bool = False,
+        axcodes: str = "LPS",
+        csv_name: str = "volumes.csv",
+        output_postfix: str = "seg",
+        overlay: bool = True,
+    ) -> None:
+        self.inputs = [str(p) for p in inputs]
+        self.network, self.preprocessing, self.inferer = network, preprocessing, inferer
+        self.postprocessing, self.output_dir = postprocessing, Path(output_dir)
+        self.device = torch.device(device)
+        self.ckpt_path, self.amp, self.axcodes = ckpt_path, amp, axcodes
+        self.csv_path = self.output_dir / csv_name
+        self.output_postfix, self.overlay = output_postfix, overlay
+
+    def _unique_stem(self, path: str, used: set[str]) -> str:
+        stem, n = _input_stem(path), 1
+        candidate = stem
+        while candidate in used:
+            candidate, n = f"{stem}_{n}", n + 1
+        used.add(candidate)
+        return candidate
+
+    def _segment_one(self, path: str, stem: str) -> dict[str, Any]:
+        from monai.transforms import SaveImage
+        from scipy import ndimage
+
+        data = self.preprocessing({"image": path})
+        image = data["image"]
+        if image.ndim != 4 or image.shape[0] != 3:
+            raise ValueError(f"expected a 3D volume (after preprocessing: 3 x D x H x W), got shape {tuple(image.shape)}")
+        autocast = self.amp and self.device.type == "cuda"
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=autocast):
+            logits = self.inferer(image.unsqueeze(0).to(self.device), self.network)
+        logits = torch.as_tensor(logits)[0].float().cpu()
+        label_net = logits.argmax(0).numpy().astype(np.uint8)  # network space (z, y, x), for the overlay
+        data["pred"] = MetaTensor(logits, meta=dict(image.meta))
+        out = self.postprocessing(data)
+        pred = out["pred"]
+        if not isinstance(pred, MetaTensor):
+            raise TypeError("postprocessing must return 'pred' as a MetaTensor carrying the input's affine")
+        pred = pred.to(torch.uint8)
+        label = pred[0].numpy()
+        affine = np.asarray(pred.affine, dtype=np.float64)
+        seg_path = self.output_dir / f"{stem}_{self.output_postfix}"
+        SaveImage(output_ext=".nii.gz", output_dtype=np.uint8, resample=False, separate_folder=False,
+                  print_log=False)(pred, filename=str(seg_path))
+        voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+        liver_voxels, tumour_voxels = int((label >= 1).sum()), int((label == 2).sum())
+        components = int(ndimage.label(label_net == 2, structure=np.ones((3, 3, 3)))[1])
+        row = {
+            "input": path,
+            "status": "ok",
+            "output": f"{seg_path}.nii.gz",
+            "overlay": "",
+            "shape": "x".join(str(s) for s in label.shape),
+            "spacing_mm": "x".join(f"{s:.4g}" for s in np.sqrt((affine[:3, :3] ** 2).sum(0))),
+            "voxel_ml": f"{voxel_ml:.6g}",
+            "liver_voxels": liver_voxels,
+            "tumour_voxels": tumour_voxels,
+            "liver_ml": f"{liver_voxels * voxel_ml:.3f}",
+            "tumour_ml": f"{tumour_voxels * voxel_ml:.3f}",
+            "tumour_components": components,
+        }
+        if self.overlay:
+            spacing_zyx = [float(s) for s in image.pixdim]  # DepthFirstd keeps the affine in step with the axes
+            display = _to_lps(np.asarray(image[0]), self.axcodes)
+            display_label = _to_lps(label_net, self.axcodes)
+            spacing_lps = _to_lps_spacing(spacing_zyx, self.axcodes)
+            title = f"{Path(path).name}: liver {row['liver_ml']} mL, tumour {row['tumour_ml']} mL"
+            row["overlay"] = write_overlay_png(display, display_label, spacing_lps,
+                                               self.output_dir / f"{stem}_overlay.png", title)
+        return row
+
+    def _write_csv(self, rows: list[dict]) -> None:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=_CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        save_atomic(text.getvalue(), self.csv_path)
+
+    def run(self) -> list[dict[str, Any]]:
+        """Segment every input; return the CSV rows.
+
+        Raises:
+            FileNotFoundError: ``ckpt_path`` is given but missing (before any input is read).
+            RuntimeError: every input failed.
+        """
+        if not self.inputs:
+            raise FileNotFoundError("no input to segment")
+        if self.ckpt_path is not None:
+            load_network_weights(self.network, self.ckpt_path)
+        self.network.to(self.device).eval()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        rows: list[dict[str, Any]] = []
+        used: set[str] = set()
+        for i, path in enumerate(self.inputs, 1):
+            stem = self._unique_stem(path, used)
+            logger.info("[%d/%d] segmenting %s", i, len(self.inputs), path)
+            try:
+                row = self._segment_one(path, stem)
+            except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
+                reason = _describe_error(exc)
+                logger.error("[%d/%d] skipped %s: %s", i, len(self.inputs), path, reason)
+                print(f"[{i}/{len(self.inputs)}] SKIPPED {path}: {reason}", flush=True)
+                row = {"input": path, "status": f"error: {reason}"}
+            else:
+                print(f"[{i}/{len(self.inputs)}] {path}: liver {row['liver_ml']} mL, tumour {row['tumour_ml']} mL "
+                      f"-> {row['output']}", flush=True)
+            rows.append(row)
+            self._write_csv(rows)
+        failed = [r for r in rows if r["status"] != "ok"]
+        print(f"segmented {len(rows) - len(failed)} of {len(rows)} inputs; volumes in {self.csv_path}"
+              + (f"; {len(failed)} skipped (see the status column)" if failed else ""), flush=True)
+        if len(failed) == len(rows):
+            raise RuntimeError(f"every input failed; see {self.csv_path}")
+        return rows
+
+
+def _describe_error(exc: BaseException) -> str:
+    """``Type: message`` of the first error in the chain that is not MONAI's "applying transform ..." wrapper."""
+    err: BaseException | None = exc
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if not str(err).startswith("applying transform"):
+            return f"{type(err).__name__}: {' '.join(str(err).split())}"
+        err = err.__cause__ or err.__context__
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def _to_lps_spacing(spacing_zyx: Sequence[float], axcodes: str) -> list[float]:
+    """Spacing (z, y, x) of a network-space array after :func:`_to_lps` (axes may be permuted)."""
+    import nibabel.orientations as nio
+
+    transform = nio.ornt_transform(nio.axcodes2ornt(tuple(axcodes)), nio.axcodes2ornt(("L", "P", "S")))
+    spacing_xyz = list(spacing_zyx)[::-1]
+    out_xyz = [0.0, 0.0, 0.0]
+    for src, (dst, _) in enumerate(transform):
+        out_xyz[int(dst)] = spacing_xyz[src]
+    return out_xyz[::-1]
