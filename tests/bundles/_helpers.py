@@ -34,6 +34,7 @@ TINY_TRAIN = {
     "n_3d_train": 2,
     "n_3d_val": 2,
     "epochs": 1,
+    "val_interval": 1,
     "pretrain_epochs": 1,
     "batch_size": 2,
 }

@@ -138,6 +138,34 @@ def test_train_label_shape_mismatch_names_the_file(tmp_path, poc_data):
     assert f"label {label} has spatial shape (16, 16, 12) but image" in text and "(16, 16, 16)" in text, text
 
 
+# -- augmentation ------------------------------------------------------------------------------------------------
+
+
+def test_training_augments_and_validation_does_not():
+    from monai.bundle import ConfigParser
+    from monai.transforms import RandFlipd, Randomizable, RandRotate90d
+
+    parser = ConfigParser()
+    parser.read_config(str(POC / "configs" / "train.json"))
+    train = parser.get_parsed_content("train#preprocessing", lazy=False, instantiate=True)
+    val = parser.get_parsed_content("validate#preprocessing", lazy=False, instantiate=True)
+    flips = [t for t in train.transforms if isinstance(t, RandFlipd)]
+    assert sorted(t.flipper.spatial_axis for t in flips) == [0, 1, 2]
+    assert [tuple(t.spatial_axes) for t in train.transforms if isinstance(t, RandRotate90d)] == [(1, 2)]
+    assert not any(isinstance(t, Randomizable) for t in val.transforms)
+    # image and label move together (flips along any axis and turns in the axial plane keep cones, pyramids and
+    # cylinders standing along depth, so the class ids stay right)
+    label = np.zeros((1, 6, 6, 6), dtype=np.float32)
+    label[0, 1:4, 2, 3] = 3
+    for transform in flips + [t for t in train.transforms if isinstance(t, RandRotate90d)]:
+        transform.set_random_state(0)
+        transform.prob = 1.0
+        out = transform({"image": label.copy(), "label": label.copy()})
+        moved = np.asarray(out["image"])
+        assert not np.array_equal(moved, label) and moved.sum() == label.sum()
+        assert np.array_equal(moved, np.asarray(out["label"]))
+
+
 # -- model zoo checks ---------------------------------------------------------------------------------------------
 
 
