@@ -676,8 +676,9 @@ def read_ct_volume(input_path: str | os.PathLike, slice_interval_mm: float | Non
         if data.ndim != 3:
             raise ValueError(f"'{path}': expected a 3D DICOM series, got shape {data.shape}")
         volume = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
-        spacing = image.meta.get("pixdim", [1.0, 1.0, 1.0, 1.0]) if hasattr(image, "meta") else [1.0] * 4
-        interval = slice_interval_mm or float(spacing[3])
+        # ITKReader puts no NIfTI-style "pixdim" in the metadata: the slice interval is the length of the affine's
+        # third column (the distance between consecutive slices; ITK takes it from the slice positions).
+        interval = slice_interval_mm or float(np.linalg.norm(np.asarray(image.affine, dtype=np.float64)[:3, 2]))
         return {
             "volume": volume,
             "slice_numbers": list(range(volume.shape[0])),

@@ -2,7 +2,9 @@
 
 Training (a3d and conv2p5d), evaluation and inference run as subprocesses in the shared command pool, started once by
 the module fixture ``jobs``; the unit tests of the workflow steps (transforms, FROC metric, RLE, context slices) run
-meanwhile. Demo data: ``scripts/make_demo_data.py deeplesion --n_studies 3 --image_size 64`` (splits 1, 1, 2).
+meanwhile. Inference also runs in this process on one demo series written as a NIfTI CT and as a DICOM series (ITK),
+which must give the same detections. Demo data: ``scripts/make_demo_data.py deeplesion --n_studies 3 --image_size 64``
+(splits 1, 1, 2).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from _helpers import (
     config_list,
     messages,
 )
+from dicom_helpers import write_dicom_series
 
 from monai_acs.data.deeplesion import read_dl_info, read_hu_png, recist_ellipse_mask, write_deeplesion_demo
 from monai_acs.workflows.detection import (
@@ -374,11 +377,13 @@ def test_inference_writes_detections_and_overlays(jobs, op):
     assert not math.isnan(dets[0]["score"])
 
 
-def test_inference_on_nifti_in_process(jobs, demo_data, tmp_path):
-    jobs["pool"]["dl_train_conv2p5d"].check()
-    png = read_ct_volume(demo_data / "Images_png" / jobs["series"])
-    nifti = tmp_path / "ct.nii.gz"
-    nib.save(nib.Nifti1Image(np.transpose(png["volume"], (2, 1, 0)), np.diag([0.8, 0.8, 2.0, 1.0])), str(nifti))
+#: The demo series as a NIfTI CT (x, y, z voxel order) for the in-process inference tests: 0.8 x 0.8 x 2 mm.
+CT_AFFINE = np.diag([0.8, 0.8, 2.0, 1.0])
+
+
+def _infer_in_process(jobs, input_path: Path, output_dir: Path) -> dict:
+    """The conv2p5d model's detections on slices 0 and 1 of ``input_path``, through the bundle's command line (the
+    ``fire`` entry point of ``python -m monai.bundle``) in this process; returns ``detections.json``."""
     bundle_in_process(
         "run",
         "--config_file",
@@ -387,16 +392,60 @@ def test_inference_on_nifti_in_process(jobs, demo_data, tmp_path):
         "--models_dir",
         jobs["tmp"] / "models_conv2p5d",
         "--input_path",
-        nifti,
+        input_path,
         "--slice_range",
         "[0,1]",
         "--output_dir",
-        tmp_path / "out",
+        output_dir,
         "--score_threshold",
         0.0,
         "--top_k",
         1,
     )
-    result = json.loads((tmp_path / "out" / "detections.json").read_text())
+    return json.loads((output_dir / "detections.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def nifti_inference(jobs, demo_data, tmp_path_factory) -> dict:
+    """The demo series written as a NIfTI CT, and the conv2p5d model's detections on it (:func:`_infer_in_process`)."""
+    jobs["pool"]["dl_train_conv2p5d"].check()
+    tmp = tmp_path_factory.mktemp("dl_nifti")
+    xyz = np.transpose(read_ct_volume(demo_data / "Images_png" / jobs["series"])["volume"], (2, 1, 0))
+    nifti = tmp / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(xyz, CT_AFFINE), str(nifti))
+    result = _infer_in_process(jobs, nifti, tmp / "out")
+    return {"xyz": xyz, "nifti": nifti, "out": tmp / "out", "result": result}
+
+
+def test_inference_on_nifti_in_process(nifti_inference):
+    result, out = nifti_inference["result"], nifti_inference["out"]
     assert result["format"] == "nifti" and [s["slice"] for s in result["slices"]] == [0, 1]
-    assert len(list((tmp_path / "out").glob("overlay_1_slice*.png"))) == 1
+    assert len(list(out.glob("overlay_1_slice*.png"))) == 1
+
+
+def test_inference_on_dicom_series_matches_nifti(nifti_inference, jobs, tmp_path):
+    """The NIfTI CT above written as an axial DICOM series with ITK (int16 stored with RescaleIntercept -1024): the
+    reader gives the same HU volume and slice interval, and the bundle's inference the same detections."""
+    dicom = write_dicom_series(tmp_path / "ct_dicom", nifti_inference["xyz"], CT_AFFINE)
+    volume, reference = read_ct_volume(dicom), read_ct_volume(nifti_inference["nifti"])
+    assert volume["format"] == "dicom" and volume["slice_numbers"] == reference["slice_numbers"]
+    np.testing.assert_array_equal(volume["volume"], reference["volume"])
+    assert volume["slice_interval_mm"] == pytest.approx(reference["slice_interval_mm"]) == pytest.approx(2.0)
+
+    result, expected = _infer_in_process(jobs, dicom, tmp_path / "out"), nifti_inference["result"]
+    assert result["format"] == "dicom" and result["input"] == str(dicom)
+    for key in ("num_slices", "image_size", "score_threshold"):
+        assert result[key] == expected[key], key
+    assert result["slice_interval_mm"] == pytest.approx(expected["slice_interval_mm"])
+    assert [s["slice"] for s in result["slices"]] == [s["slice"] for s in expected["slices"]] == [0, 1]
+    assert any(s["detections"] for s in expected["slices"]), "no detection: the comparison would be vacuous"
+    for got, want in zip(result["slices"], expected["slices"]):
+        assert len(got["detections"]) == len(want["detections"]), got["slice"]
+        for g, w in zip(got["detections"], want["detections"]):
+            assert g["label"] == w["label"]
+            assert g["box"] == pytest.approx(w["box"], abs=0.011)  # written rounded to 0.01 pixel
+            assert g["score"] == pytest.approx(w["score"], abs=2e-5)  # written rounded to 1e-5
+            g_mask, w_mask = rle_to_mask(g["mask_rle"]), rle_to_mask(w["mask_rle"])
+            assert g_mask.shape == w_mask.shape and (g_mask != w_mask).mean() <= 0.001
+    overlays = sorted(p.name for p in (tmp_path / "out").glob("overlay_*.png"))
+    assert overlays == sorted(p.name for p in nifti_inference["out"].glob("overlay_*.png")) and len(overlays) == 1

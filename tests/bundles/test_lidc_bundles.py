@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-import locale
 import shutil
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from _helpers import (
     messages,
     run_command,
 )
+from dicom_helpers import write_dicom_series
 from monai.bundle import ConfigParser
 
 from monai_acs.networks import build_lidc_cls_net, build_lidc_seg_net
@@ -73,40 +73,6 @@ def write_centres(path: Path, centres: list[np.ndarray]) -> Path:
     return path
 
 
-def write_dicom_series(folder: Path, nifti: Path) -> Path:
-    """The NIfTI crop as an axial int16 DICOM series (ITK/GDCM), same voxels and world geometry."""
-    itk = pytest.importorskip("itk")
-    img = nib.load(str(nifti))
-    hu = np.asarray(img.dataobj).astype(np.int16)  # [x (L), y (P), z (S)]
-    affine = img.affine  # RAS: diag(-1, -1, 1) * spacing, axes along L, P, S
-    spacing = np.abs(np.diag(affine)[:3])
-    corner = np.array([-affine[0, 3], -affine[1, 3], affine[2, 3]])  # LPS of voxel (0, 0, 0)
-    folder.mkdir(parents=True)
-    saved = locale.setlocale(locale.LC_ALL)  # GDCM's writer sets LC_CTYPE to "C" (ASCII) for the whole process
-    try:
-        _write_slices(itk, folder, hu, spacing, corner)
-    finally:
-        locale.setlocale(locale.LC_ALL, saved)
-    return folder
-
-
-def _write_slices(itk, folder: Path, hu: np.ndarray, spacing: np.ndarray, corner: np.ndarray) -> None:
-    for k in range(hu.shape[2]):
-        z = corner[2] + k * spacing[2]
-        sl = itk.image_from_array(np.ascontiguousarray(hu[:, :, k : k + 1].transpose(2, 1, 0)))
-        sl.SetSpacing(spacing.tolist())
-        sl.SetOrigin([float(corner[0]), float(corner[1]), float(z)])
-        md = sl.GetMetaDataDictionary()
-        for tag, value in {"0008|0060": "CT", "0020|000d": "1.2.826.0.1.3680043.2.1125.1", "0020|000e":
-                           "1.2.826.0.1.3680043.2.1125.2", "0020|0013": str(k + 1),
-                           "0020|0032": f"{corner[0]}\\{corner[1]}\\{z}", "0020|0037": "1\\0\\0\\0\\1\\0",
-                           "0028|0030": f"{spacing[1]}\\{spacing[0]}"}.items():  # fmt: skip
-            md[tag] = value
-        io = itk.GDCMImageIO.New()
-        io.KeepOriginalUIDOn()
-        itk.ImageFileWriter[type(sl)].New(Input=sl, FileName=str(folder / f"{k:03d}.dcm"), ImageIO=io).Update()
-
-
 # -- fixtures -------------------------------------------------------------------------------------------------------
 
 
@@ -134,7 +100,8 @@ def jobs(tmp_path_factory, lidc_data, command_pool):
     ct = lidc_data / datalist["validation"][0]["image"]
     centre = crop_centre_lps(ct)
     csv_file = write_centres(tmp / "centres.csv", [centre, centre + np.array([9.0, -7.0, 6.0])])
-    dicom = write_dicom_series(tmp / "dicom" / "series", ct)
+    img = nib.load(str(ct))  # the same CT as an axial DICOM series: same voxels and world geometry
+    dicom = write_dicom_series(tmp / "dicom" / "series", np.asarray(img.dataobj), img.affine)
     dirs = {t: {"dataset_dir": lidc_data, "models_dir": tmp / f"{t}_models", "runs_dir": tmp / f"{t}_runs"}
             for t in BUNDLES}
 

@@ -29,6 +29,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from dicom_helpers import write_dicom_series
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "lits_acs"
@@ -87,38 +88,6 @@ def _run(args: list[Any], cwd: Path = REPO, env: dict[str, str] | None = None) -
 
 def _bundle(*args: Any, cwd: Path = REPO, env: dict[str, str] | None = None) -> Result:
     return _run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env)
-
-
-def _write_dicom_series(xyz: np.ndarray, affine: np.ndarray, folder: Path) -> None:
-    """One DICOM file per axial slice (ITK / GDCM), for an (x, y, z) array whose voxel axes run L, P, S."""
-    import itk
-
-    assert nib.aff2axcodes(affine) == ("L", "P", "S")
-    folder.mkdir(parents=True)
-    zyx = np.ascontiguousarray(np.transpose(xyz, (2, 1, 0))).astype(np.int16)
-    spacing = np.abs(np.diag(affine)[:3])
-    origin_lps = np.array([-affine[0, 3], -affine[1, 3], affine[2, 3]])  # RAS -> LPS
-    uid = "1.2.826.0.1.3680043.2.1125.1.77"
-    for k in range(zyx.shape[0]):
-        image = itk.image_from_array(np.ascontiguousarray(zyx[k : k + 1]))
-        position = origin_lps + np.array([0.0, 0.0, k * spacing[2]])
-        image.SetSpacing(spacing.tolist())
-        image.SetOrigin(position.tolist())
-        tags = image.GetMetaDataDictionary()
-        for key, value in {
-            "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0008|0018": f"{uid}.{k + 1}", "0008|0060": "CT",
-            "0020|000d": f"{uid}.0", "0020|000e": uid, "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{v:.4f}" for v in position), "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0028|0030": f"{spacing[1]}\\{spacing[0]}", "0018|0050": str(spacing[2]),
-        }.items():
-            tags[key] = value
-        io = itk.GDCMImageIO.New()
-        io.KeepOriginalUIDOn()
-        writer = itk.ImageFileWriter[type(image)].New()
-        writer.SetInput(image)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.SetImageIO(io)
-        writer.Update()
 
 
 # RSP storage of an LPS volume: new[i, j, k] = old[nx - 1 - i, k, j]
@@ -187,7 +156,8 @@ def lits(tmp_path_factory) -> LitsRuns:
     rsp.set_sform(rsp.affine, code=1)
     nib.save(rsp, runs.inputs / "reoriented.nii.gz")
     (runs.inputs / "broken.nii.gz").write_bytes(b"not a NIfTI file" * 64)
-    _write_dicom_series(xyz, affine, runs.inputs / "series_a")
+    assert nib.aff2axcodes(affine) == ("L", "P", "S")  # the demo's orientation, which the RSP copy assumes
+    write_dicom_series(runs.inputs / "series_a", xyz, affine)
 
     pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="lits-cli")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from dicom_helpers import write_dicom_series_itk
 from scipy import ndimage
 
 from monai_acs.data.lidc import (
@@ -261,26 +262,15 @@ def test_synthetic_background_hu_by_texture(texture, kind):
 
 
 def _write_dicom_series(folder: Path, hu_zyx: np.ndarray, db: LIDCDatabase, origin_xy=(-150.0, -160.0)) -> None:
-    """A CT series with ITK/GDCM: int16 HU stored with RescaleIntercept -1024, slices at the scan's z positions."""
-    itk = pytest.importorskip("itk")
+    """A CT series with ITK/GDCM: int16 HU stored with RescaleIntercept -1024, slices at the scan's z positions (uneven
+    ones included), in-plane origin ``origin_xy``, the scan's UIDs and pixel spacing."""
     scan = db.scans[1]
-    folder.mkdir(parents=True)
-    for k, z in enumerate(scan.z_positions):
-        img = itk.image_from_array(hu_zyx[k : k + 1].astype(np.int16))
-        img.SetSpacing((scan.pixel_spacing, scan.pixel_spacing, scan.slice_spacing))
-        img.SetOrigin((origin_xy[0], origin_xy[1], z))
-        tags = {
-            "0008|0060": "CT", "0020|000d": scan.study_instance_uid, "0020|000e": scan.series_instance_uid,
-            "0020|0013": str(k + 1), "0020|0032": f"{origin_xy[0]}\\{origin_xy[1]}\\{z}",
-            "0020|0037": "1\\0\\0\\0\\1\\0", "0028|0030": f"{scan.pixel_spacing}\\{scan.pixel_spacing}",
-            "0028|1052": "-1024", "0028|1053": "1",
-        }  # fmt: skip
-        md = img.GetMetaDataDictionary()
-        for tag, value in tags.items():
-            md[tag] = value
-        io = itk.GDCMImageIO.New()
-        io.KeepOriginalUIDOn()
-        itk.ImageFileWriter[type(img)].New(Input=img, FileName=str(folder / f"{k:03d}.dcm"), ImageIO=io).Update()
+    write_dicom_series_itk(
+        folder, hu_zyx, spacing=(scan.pixel_spacing, scan.pixel_spacing, scan.slice_spacing),
+        origin=(origin_xy[0], origin_xy[1], scan.z_positions[0]),
+        slice_positions=[(origin_xy[0], origin_xy[1], z) for z in scan.z_positions],
+        study_uid=scan.study_instance_uid, series_uid=scan.series_instance_uid, rescale_intercept=-1024,
+    )
 
 
 @pytest.mark.parametrize("uneven", [False, True])
