@@ -89,25 +89,33 @@ class Result:
         return self
 
 
-def subprocess_env() -> dict[str, str]:
-    """Environment of the commands: one thread each, no colour codes, unbuffered output."""
+def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of the commands: one thread each, no colour codes, unbuffered output, plus ``extra``."""
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", NO_COLOR="1")
+    env.update(extra or {})
     return env
 
 
-def run_command(args: Sequence[str], cwd: str | os.PathLike = REPO, timeout: float = COMMAND_TIMEOUT_S) -> Result:
-    """Run a command to completion and capture its output."""
+def run_command(
+    args: Sequence[Any],
+    cwd: str | os.PathLike = REPO,
+    timeout: float = COMMAND_TIMEOUT_S,
+    env: dict[str, str] | None = None,
+) -> Result:
+    """Run a command to completion and capture its output (``env``: variables added to :func:`subprocess_env`)."""
+    args = [str(a) for a in args]
     proc = subprocess.run(
-        list(args), check=False, cwd=str(cwd), env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, timeout=timeout,
+        args, check=False, cwd=str(cwd), env=subprocess_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, encoding="utf-8", errors="replace", timeout=timeout,
     )
-    return Result(list(map(str, args)), proc.returncode, proc.stdout)
+    return Result(args, proc.returncode, proc.stdout)
 
 
-def bundle_command(*args: Any, cwd: str | os.PathLike = REPO) -> Result:
+def bundle_command(*args: Any, cwd: str | os.PathLike = REPO, env: dict[str, str] | None = None,
+                   timeout: float = COMMAND_TIMEOUT_S) -> Result:
     """``python -m monai.bundle <args>`` with this interpreter."""
-    return run_command([sys.executable, "-m", "monai.bundle", *map(str, args)], cwd=cwd)
+    return run_command([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, timeout=timeout, env=env)
 
 
 def bundle_in_process(*args: Any, cwd: str | os.PathLike | None = None) -> Any:

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import subprocess
 import sys
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +26,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from _helpers import Result, bundle_command, cli_args, run_command
 from dicom_helpers import write_dicom_series
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,42 +50,12 @@ TIMEOUT_S = 900
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-@dataclass
-class Result:
-    args: list[str]
-    returncode: int
-    output: str
-    seconds: float
-
-    def tail(self, n: int = 60) -> str:
-        return "\n".join(self.output.splitlines()[-n:])
-
-    def check(self) -> Result:
-        assert self.returncode == 0, f"{' '.join(self.args)}\nexited {self.returncode}:\n{self.tail()}"
-        return self
-
-
-def _cli(overrides: dict[str, Any]) -> list[str]:
-    args = []
-    for key, value in overrides.items():
-        text = "[" + ",".join(map(str, value)) + "]" if isinstance(value, (list, tuple)) else str(value)
-        args += [f"--{key}", text]
-    return args
-
-
 def _run(args: list[Any], cwd: Path = REPO, env: dict[str, str] | None = None) -> Result:
-    full_env = dict(os.environ)
-    full_env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", NO_COLOR="1")
-    full_env.update(env or {})
-    start = time.monotonic()
-    proc = subprocess.run([str(a) for a in args], cwd=str(cwd), env=full_env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
-                          timeout=TIMEOUT_S)
-    return Result([str(a) for a in args], proc.returncode, proc.stdout, time.monotonic() - start)
+    return run_command(args, cwd=cwd, timeout=TIMEOUT_S, env=env)
 
 
 def _bundle(*args: Any, cwd: Path = REPO, env: dict[str, str] | None = None) -> Result:
-    return _run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env)
+    return bundle_command(*args, cwd=cwd, env=env, timeout=TIMEOUT_S)
 
 
 # RSP storage of an LPS volume: new[i, j, k] = old[nx - 1 - i, k, j]
@@ -173,7 +141,7 @@ def lits(tmp_path_factory) -> LitsRuns:
 
     dirs = {"dataset_dir": runs.data, "runs_dir": runs.runs, "models_dir": runs.models}
     submit("train", lambda: _bundle(
-        "run", "training", "--config_file", CONFIGS / "train.json", *_cli(TINY), *_cli(dirs),
+        "run", "training", "--config_file", CONFIGS / "train.json", *cli_args(TINY), *cli_args(dirs),
         "--run_name", "tiny", "--pretraining", "coco", env={"TORCH_HOME": str(runs.torch_home)},
     ))
     submit("fail_fast", lambda: _bundle(
@@ -224,7 +192,7 @@ def lits(tmp_path_factory) -> LitsRuns:
 
     submit("varied", varied_checkpoint, after=("train",))
     submit("evaluate", lambda: _bundle(  # from inside the bundle, relative config paths
-        "run", "evaluating", "--config_file", "['configs/train.json','configs/evaluate.json']", *_cli(TINY),
+        "run", "evaluating", "--config_file", "['configs/train.json','configs/evaluate.json']", *cli_args(TINY),
         "--dataset_dir", runs.data, "--output_dir", root / "eval", "--ckpt_path", runs.models / "model.pt",
         cwd=BUNDLE,
     ), after=("train",))
@@ -439,7 +407,7 @@ def test_multi_gpu_config_trains_the_same_model_on_two_cpu_ranks(tmp_path):
     configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
     result = _run([
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
-        "run", "training", "--config_file", configs, *_cli({**TINY, "num_samples": 2}), "--dataset_dir", data,
+        "run", "training", "--config_file", configs, *cli_args({**TINY, "num_samples": 2}), "--dataset_dir", data,
         "--runs_dir", tmp_path / "runs", "--models_dir", tmp_path / "models", "--run_name", "ddp",
         "--pretraining", "none", "--rank_state_dir", tmp_path / "ranks",
     ]).check()
