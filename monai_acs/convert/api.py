@@ -56,6 +56,11 @@ def _swap_modules(
             local = depth_one_ctx if depth_one and name in depth_one else ctx
             new = _convert_module(module, local, f"{prefix}{name}")
             correction = keep_depth_correction(module, new, ctx)
+            if correction > 0 and "depth" in local.options:
+                # the graph pads `correction` slices in front of this layer (even kernel height): a fixed-depth
+                # layer (A3D) must be built for the padded depth it will see
+                padded = replace(local, options={**local.options, "depth": local.options["depth"] + correction})
+                new = _convert_module(module, padded, f"{prefix}{name}")
             if correction:
                 corrections[name] = correction
             _replace_child(root, name, new)

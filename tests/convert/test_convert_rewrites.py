@@ -219,6 +219,14 @@ def test_rewritten_graphs_script(pattern):
     torch.testing.assert_close(scripted(x), net(x))
 
 
+def test_a3d_after_a_depth_padding_correction_is_built_for_the_padded_depth():
+    # ConvNeXt's 4 x 4 stem under keep_depth: the graph pads one slice in front of it, so its A3D slice mix is
+    # (D + 1) x (D + 1); the next layers see D slices again (this made ConvNeXt fail in the zoo sweep for a3d)
+    net = convert_to_3d(_EvenKernels(), "a3d", keep_depth=True, depth=D)
+    assert net.patchify.depth == D + 1
+    assert net(torch.randn(1, C, D, H, W)).shape == (1, C, D, H // 2, W // 2)  # stride 4, then 2x up
+
+
 def test_untraceable_parent_converts_its_children_by_tracing_them():
     from torchvision.models.convnext import LayerNorm2d
 
