@@ -259,14 +259,7 @@ def write_classification_report(
     results: dict[str, Any], out_dir: str, title: str, extra: dict | None = None
 ) -> dict[str, Any]:
     """Print the AUC table and write ``results.json`` and ``results.md`` into ``out_dir``."""
-    report = {**results, **(extra or {})}
-    text = f"## {title}\n\n{format_classification_table(results)}\n"
-    if extra:
-        text += "\n" + "\n".join(f"- {k}: {v}" for k, v in extra.items()) + "\n"
-    save_atomic(json.dumps(report, indent=2, default=str) + "\n", Path(out_dir) / "results.json")
-    save_atomic(text, Path(out_dir) / "results.md")
-    print("\n" + text + f"\n(results written to {out_dir}/results.json and results.md)", flush=True)
-    return report
+    return write_report(results, out_dir, title, extra, table=format_classification_table)
 
 
 def evaluate_lidc(

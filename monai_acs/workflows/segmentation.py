@@ -195,11 +195,19 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: dict[str, Any], out_dir: str, title: str, extra: dict | None = None) -> dict[str, Any]:
-    """Print the result table and write ``results.json`` and ``results.md`` into ``out_dir``."""
+def write_report(
+    results: dict[str, Any],
+    out_dir: str,
+    title: str,
+    extra: dict | None = None,
+    table: Callable[[dict[str, Any]], str] | None = None,
+) -> dict[str, Any]:
+    """Print the result table and write ``results.json`` and ``results.md`` into ``out_dir``.
+
+    ``table`` formats ``results`` as Markdown (default :func:`format_table`, the per-class segmentation table).
+    """
     report = {**results, **(extra or {})}
-    table = format_table(results)
-    text = f"## {title}\n\n{table}\n"
+    text = f"## {title}\n\n{(table or format_table)(results)}\n"
     if extra:
         text += "\n" + "\n".join(f"- {k}: {v}" for k, v in extra.items()) + "\n"
     save_atomic(json.dumps(report, indent=2, default=str) + "\n", Path(out_dir) / "results.json")
