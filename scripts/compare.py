@@ -53,11 +53,11 @@ def _parse(setting: str) -> tuple[str, bool]:
     return operator, pre == "p"
 
 
-def _label(operator: str, pretrained: bool) -> str:
+def _label(operator: str, pretrained: bool, p_mark: str = "p.") -> str:
     name = LABELS.get(operator, operator)
     if operator == "i3d":
-        return "3D p. (I3D)" if pretrained else "3D r."
-    return f"{name} {'p.' if pretrained else 'r.'}"
+        return f"3D {p_mark} (I3D)" if pretrained else "3D r."
+    return f"{name} {p_mark if pretrained else 'r.'}"
 
 
 def _cli_value(value: Any) -> str:
@@ -159,7 +159,7 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}"
 
 
-def write_outputs(rows: list[dict], out: Path, title: str, kind: str = "poc") -> None:
+def write_outputs(rows: list[dict], out: Path, title: str, kind: str = "poc", note: str | None = None) -> None:
     """Markdown + CSV table and a bar chart PNG."""
     out.mkdir(parents=True, exist_ok=True)
     columns = METRIC_COLUMNS[kind]
@@ -179,6 +179,8 @@ def write_outputs(rows: list[dict], out: Path, title: str, kind: str = "poc") ->
             continue
         lines.append(f"| {row['model']} | " + " | ".join(_pct(row[k]) for k in keys) + f" | {row['size_mb']:.2f} MB | "
                      f"{_seconds(row['seconds'])} |")
+    if note:
+        lines += ["", note]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
@@ -213,6 +215,8 @@ def compare(
     collect_only: bool = False,
     keep_going: bool = False,
     fractions: str | float | tuple | list | None = None,
+    data: str = "generated data",
+    pretrained_note: str | None = None,
 ) -> str:
     """Train ``bundle`` once per setting and write results.md / results.csv / results.png.
 
@@ -228,6 +232,10 @@ def compare(
         fractions: training-data fractions for the data-scale experiment (ACS paper Fig. 4), e.g.
             ``0.25,0.5,0.75,1.0``; needs a bundle with a ``train_fraction`` key. Epochs (and ``lr_milestones``,
             ``val_interval``) are divided by the fraction. Default None (full data only).
+        data: what the runs were trained and measured on, for the table's title. Default ``"generated data"``.
+        pretrained_note: where "p." is not the paper's pretraining (e.g. the LIDC bundles with ``weights_2d`` from
+            ``scripts/pretrain_lidc_2d.py`` instead of ImageNet): the "p." rows are labelled "p.*" and this note is
+            written under the table. Default None.
 
     Returns:
         Path of the Markdown table.
@@ -240,6 +248,7 @@ def compare(
     scales = _parse_fractions(fractions)
     scaled = {f: _scaled_overrides(bundle_path, overrides, f) for f in scales if f != 1.0}
     rows, fraction_rows, kind = [], [], None
+    p_mark = "p.*" if pretrained_note else "p."
     for operator, pretrained in parsed:
         name = f"{operator}_{'p' if pretrained else 'r'}"
         for fraction in sorted(scales, reverse=True):
@@ -248,7 +257,7 @@ def compare(
                                  collect_only, keep_going)
             if result is None:
                 continue
-            row = {"model": _label(operator, pretrained), "operator": operator, "pretrained": pretrained,
+            row = {"model": _label(operator, pretrained, p_mark), "operator": operator, "pretrained": pretrained,
                    "fraction": fraction, "seconds": result["seconds"]}
             if "failed" in result:
                 row["failed"] = result["failed"]
@@ -264,8 +273,8 @@ def compare(
                 fraction_rows.append(row)
     kind = kind or "poc"
     out_path = Path(out) if out else bundle_path / "docs" / "compare"
-    title = f"{bundle_path.name}: measured on generated data ({len(rows)} settings, run tag {tag})"
-    write_outputs(rows, out_path, title, kind)
+    title = f"{bundle_path.name}: measured on {data} ({len(rows)} settings, run tag {tag})"
+    write_outputs(rows, out_path, title, kind, f"\\* {pretrained_note}" if pretrained_note else None)
     if scales != [1.0]:
         write_fraction_outputs(fraction_rows, out_path, f"{bundle_path.name}: metric vs training data (tag {tag})",
                                kind)

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from script_helpers import load_script
 from torch import nn
-
-_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "count_flops.py"
 
 
 @pytest.fixture(scope="module")
 def count_flops():
-    spec = importlib.util.spec_from_file_location("count_flops", _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("count_flops")
 
 
 @pytest.mark.parametrize(

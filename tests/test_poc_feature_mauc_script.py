@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "poc_feature_mauc.py"
+from script_helpers import load_script
+
 POC = Path(__file__).resolve().parents[1] / "bundles" / "synthetic_poc_acs"
 
 
 def test_feature_mauc_script_on_tiny_settings(tmp_path):
-    spec = importlib.util.spec_from_file_location("monai_acs_poc_feature_mauc_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("poc_feature_mauc")
     out = tmp_path / "fmauc.json"
     tiny = {"channels": [4, 8], "strides": [2], "size": 16, "n_2d": 32, "n_3d_train": 2, "n_3d_val": 2,
             "pretrain_epochs": 1, "dataset_dir": str(tmp_path / "data"), "models_dir": str(tmp_path / "models")}

@@ -45,6 +45,7 @@ __all__ = [
     "build_lidc_cls_net",
     "build_lidc_seg_net",
     "lidc_encoder_2d",
+    "lidc_net_2d",
 ]
 
 #: The backbones :func:`build_lidc_seg_net` / :func:`build_lidc_cls_net` accept.
@@ -342,3 +343,41 @@ def build_lidc_cls_net(
         return lidc_cls_net(operator, weights, backbone_weights, num_classes, in_channels)
     net2d = LIDCClassifier2d(lidc_encoder_2d(backbone, width, in_channels), num_classes)
     return _convert(net2d, backbone, operator, weights, backbone_weights)
+
+
+def lidc_net_2d(
+    task: str,
+    backbone: str = "resnet18",
+    width: int = _PAPER_WIDTH,
+    in_channels: int = 3,
+    num_classes: int | None = None,
+) -> nn.Module:
+    """The 2D network that :func:`build_lidc_seg_net` (``task="segmentation"``) or :func:`build_lidc_cls_net`
+    (``task="classification"``) converts, for 2D training: its state dict is their ``weights`` argument.
+
+    Args:
+        task: ``"segmentation"`` or ``"classification"``.
+        backbone: one of :data:`LIDC_BACKBONES`. Default ``"resnet18"``.
+        width: channel width of the first stage. Default 64.
+        in_channels: input channels. Default 3.
+        num_classes: outputs; default 2 (segmentation) or 1 (classification), as the builders.
+
+    Raises:
+        ValueError: unknown task or backbone, or ``width < 1``.
+
+    Examples:
+        >>> net = lidc_net_2d("segmentation", width=8)
+        >>> net(torch.zeros(1, 3, 16, 16)).shape
+        torch.Size([1, 2, 16, 16])
+    """
+    if task not in ("segmentation", "classification"):
+        raise ValueError(f"task must be 'segmentation' or 'classification', got {task!r}")
+    _check(backbone, width, None)
+    seg = task == "segmentation"
+    classes = int(num_classes) if num_classes is not None else (2 if seg else 1)
+    if backbone == "resnet18" and int(width) == _PAPER_WIDTH:
+        from .lidc import ClsResNet18_2d, FCNResNet18_2d
+
+        return FCNResNet18_2d(classes, in_channels) if seg else ClsResNet18_2d(classes, in_channels)
+    encoder = lidc_encoder_2d(backbone, width, in_channels)
+    return LIDCFCN2d(encoder, classes) if seg else LIDCClassifier2d(encoder, classes)

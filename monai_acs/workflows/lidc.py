@@ -45,6 +45,7 @@ __all__ = [
     "LIDC_LAYOUT",
     "LIDC_PREPARE_COMMAND",
     "SEG_CLASS_NAMES",
+    "axial_slice_samples",
     "binary_target",
     "describe_lidc_data",
     "evaluate_classification",
@@ -55,6 +56,7 @@ __all__ = [
     "load_ct",
     "paste_nodule_probability",
     "predict_nodules",
+    "pretrain_lidc_2d",
     "read_nodule_centres",
     "sample_nodule_crop",
     "write_classification_report",
@@ -328,6 +330,104 @@ def finish_lidc_run(
     else:
         print(f"logs and checkpoints in {run_dir} (not published: publish=false)", flush=True)
     return report
+
+
+def axial_slice_samples(
+    items: Sequence[dict[str, Any]], load: Any, roi_size: int, in_channels: int = 3
+) -> list[dict[str, np.ndarray]]:
+    """2D training samples from LIDC crops: every axial slice (last array axis, S) of each centred ``roi_size``^3
+    crop, image repeated to ``in_channels`` and its nodule mask.
+
+    Args:
+        items: segmentation items (``image``, ``label`` paths), e.g. ``lidc_datalist(d, "training")``.
+        load: the bundle's loading transform (``load_and_window``: HU window to [0, 1], resampling), giving
+            channel-first ``image`` / ``label`` arrays (1, S, S, S).
+        roi_size: side of the centred crop, as the bundle's validation crop.
+        in_channels: image channels of the samples. Default 3.
+
+    Returns:
+        ``{"image": (in_channels, roi, roi), "label": (1, roi, roi)}`` float32 arrays.
+
+    Raises:
+        ValueError: a loaded crop smaller than ``roi_size``.
+    """
+    samples = []
+    for item in items:
+        data = load(dict(item))
+        image = np.asarray(data["image"], dtype=np.float32)
+        label = np.asarray(data["label"], dtype=np.float32)
+        size = image.shape[1:]
+        if min(size) < roi_size:
+            raise ValueError(f"{item.get('image')}: loaded crop {tuple(size)} is smaller than roi_size={roi_size}")
+        lo = [(s - roi_size) // 2 for s in size]  # MONAI's CenterSpatialCrop
+        box = tuple(slice(a, a + roi_size) for a in lo)
+        image, label = image[(slice(None), *box)], label[(slice(None), *box)]
+        for k in range(roi_size):
+            samples.append({
+                "image": np.repeat(image[:, :, :, k], in_channels, axis=0),
+                "label": np.ascontiguousarray(label[:, :, :, k]),
+            })
+    return samples
+
+
+def pretrain_lidc_2d(
+    items: Sequence[dict[str, Any]],
+    load: Any,
+    out_dir: str | os.PathLike,
+    backbone: str = "resnet18",
+    width: int = 64,
+    roi_size: int = 48,
+    in_channels: int = 3,
+    epochs: int = 5,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict[str, str]:
+    """2D pretraining on axial slices of the LIDC training crops: a stand-in for ImageNet where no ImageNet file
+    exists (as on a machine without internet). Not the paper's "p.": report runs that use it as such.
+
+    Trains the 2D segmentation network of the bundles (:func:`monai_acs.networks.lidc_net_2d`) to segment the nodule
+    on every axial slice of the training crops (Dice + cross-entropy, Adam), then writes two whole-network 2D
+    state dicts for the bundles' ``weights_2d`` key: ``seg_2d.pt`` (that network) and ``cls_2d.pt`` (the 2D
+    classifier with the pretrained encoder and a freshly initialised, seeded head, as ImageNet weights give the
+    encoder only). Pass only training items: validation crops must stay unseen.
+
+    Args:
+        items: training segmentation items.
+        load: the bundle's loading transform (see :func:`axial_slice_samples`).
+        out_dir: output folder (created); existing files are reused, not overwritten.
+        backbone, width, in_channels: the bundles' network keys.
+        roi_size: crop side (the bundles' ``roi_size``).
+        epochs, batch_size, learning_rate, seed, device: 2D training settings.
+
+    Returns:
+        ``{"segmentation": path, "classification": path}``.
+    """
+    from ..networks import lidc_net_2d
+    from .segmentation import pretrain_2d
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seg_path, cls_path = out / "seg_2d.pt", out / "cls_2d.pt"
+    info = {"what": "2D pretraining on axial slices of the LIDC training crops (a stand-in for ImageNet, not "
+                    "the paper's ImageNet 'p.')", "backbone": backbone, "width": int(width),
+            "roi_size": int(roi_size), "training_crops": len(items), "seed": int(seed)}
+    if not seg_path.is_file():
+        samples = axial_slice_samples(items, load, roi_size, in_channels)
+        torch.manual_seed(seed)
+        net = lidc_net_2d("segmentation", backbone, width, in_channels)
+        pretrain_2d(net, samples, str(seg_path), epochs, batch_size, learning_rate, device, seed, info)
+    if not cls_path.is_file():
+        torch.manual_seed(seed)
+        cls = lidc_net_2d("classification", backbone, width, in_channels)
+        state = torch.load(seg_path, map_location="cpu", weights_only=True)
+        encoder = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        cls.backbone.load_state_dict(encoder)
+        save_atomic({k: v.cpu() for k, v in cls.state_dict().items()}, cls_path)
+        save_atomic(json.dumps({**info, "encoder_from": str(seg_path), "head": "random (seeded)"}, indent=2) + "\n",
+                    f"{cls_path}.json")
+    return {"segmentation": str(seg_path), "classification": str(cls_path)}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -35,10 +35,13 @@ from _helpers import (
 )
 from dicom_helpers import write_dicom_series
 from monai.bundle import ConfigParser
+from monai.transforms import Compose
+from script_helpers import load_script
 
 from monai_acs.networks import build_lidc_cls_net, build_lidc_seg_net
 from monai_acs.workflows.lidc import (
     LIDC_PREPARE_COMMAND,
+    axial_slice_samples,
     lidc_datalist,
     load_ct,
     paste_nodule_probability,
@@ -84,9 +87,7 @@ def lidc_data(tmp_path_factory) -> Path:
     import fire
 
     out = tmp_path_factory.mktemp("lidc") / "crops"
-    spec = importlib.util.spec_from_file_location("prepare_lidc", REPO / "scripts" / "prepare_lidc.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("prepare_lidc")
     fire.Fire(script.main, command=["--out", str(out), "--annotations_only", "--limit", "8", "--seed", "0"])
     return out
 
@@ -215,6 +216,47 @@ def test_inference_crop_is_the_validation_crop(lidc_data, roi_size, spacing_mm, 
         np.testing.assert_array_equal(values >= 0.5, within[box] >= 0.5)
     else:  # 2 mm round trip: the mask's volume is kept within a shell of one 2 mm voxel
         assert abs((values >= 0.5).sum() - full.sum()) <= 0.25 * full.sum() + 50
+
+
+def test_pretrain_lidc_2d_weights_start_the_3d_networks(lidc_data, tmp_path):
+    """scripts/pretrain_lidc_2d.py trains on the bundle's own axial slices of the training crops, and its files are
+    the whole-network 2D weights of both bundles' "p." runs (``weights_2d``); "r." runs ignore them."""
+    import fire
+
+    script = load_script("pretrain_lidc_2d")
+    out = tmp_path / "pre2d"
+    fire.Fire(script.main, command=["--dataset_dir", str(lidc_data), "--out", str(out), "--width", "8",
+                                    "--spacing_mm", "2", "--roi_size", "16", "--epochs", "1", "--batch_size", "32"])
+    seg_state = torch.load(out / "seg_2d.pt", weights_only=True)
+    cls_state = torch.load(out / "cls_2d.pt", weights_only=True)
+    info = json.loads((out / "seg_2d.pt.json").read_text())
+    training = lidc_datalist(lidc_data, "training")
+    assert info["samples"] == 16 * len(training) and "stand-in for ImageNet" in info["what"]
+    encoder = {k: v for k, v in seg_state.items() if k.startswith("backbone.")}
+    assert encoder and all(torch.equal(cls_state[k], v) for k, v in encoder.items())
+    assert "fc.weight" in cls_state and "fc.weight" not in seg_state
+
+    # the 2D samples are the axial (last axis) slices of the bundle's validation-style centre crop
+    parser = ConfigParser()
+    parser.read_config(str(SEG / "configs" / "train.json"))
+    parser.update({"dataset_dir": str(lidc_data), "roi_size": 16, "spacing_mm": 2, "width": 8})
+    item = training[0]
+    crop = parser.get_parsed_content("validate#preprocessing")(dict(item))
+    samples = axial_slice_samples([item], Compose(parser.get_parsed_content("load_and_window")), 16)
+    assert len(samples) == 16
+    for k in (0, 7, 15):
+        np.testing.assert_allclose(samples[k]["image"], np.asarray(crop["image"])[:, :, :, k], atol=1e-6)
+        np.testing.assert_array_equal(samples[k]["label"], np.asarray(crop["label"])[:, :, :, k])
+
+    # "p." with weights_2d: no ImageNet file is asked for, the 3D network starts from the 2D weights
+    for bundle, state in ((SEG, seg_state), (CLS, cls_state)):
+        for pretrained in (True, False):
+            parser = ConfigParser()
+            parser.read_config(str(bundle / "configs" / "train.json"))
+            parser.update({"width": 8, "pretrained": pretrained, "weights_2d": str(out / f"{bundle.name[5:8]}_2d.pt")})
+            assert parser.get_parsed_content("backbone_weights") is None
+            conv1 = parser.get_parsed_content("network_def").backbone.conv1.weight
+            assert torch.equal(conv1, state["backbone.conv1.weight"]) == pretrained
 
 
 def test_crop_and_paste_on_an_anisotropic_ct():

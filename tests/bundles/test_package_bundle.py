@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -14,17 +13,11 @@ import numpy as np
 import pytest
 import torch
 from _helpers import POC, REPO, TINY_INFER, bundle_command, cli_args, run_command
+from script_helpers import load_script
 
 SCRIPT = REPO / "scripts" / "package_bundle.py"
 VERSION = json.loads((POC / "configs" / "metadata.json").read_text())["version"]
 NAME = POC.name
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("package_bundle", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def touch(path: Path, data: bytes = b"x") -> None:
@@ -66,7 +59,7 @@ def test_zip_has_model_zoo_layout(packaged):
 
 
 def test_refuses_to_overwrite_a_release(packaged):
-    script = load_script()
+    script = load_script("package_bundle")
     with pytest.raises(FileExistsError, match="bump the version"):
         script.package_bundle(str(packaged["bundle"]), out=str(packaged["zip"].parent))
     again = script.package_bundle(str(packaged["bundle"]), out=str(packaged["zip"].parent), overwrite=True)
@@ -74,13 +67,13 @@ def test_refuses_to_overwrite_a_release(packaged):
 
 
 def test_same_bundle_gives_same_zip(packaged, tmp_path):
-    other = load_script().package_bundle(str(packaged["bundle"]), out=str(tmp_path))
+    other = load_script("package_bundle").package_bundle(str(packaged["bundle"]), out=str(tmp_path))
     assert Path(other).read_bytes() == packaged["zip"].read_bytes()
 
 
 def test_rejects_folder_without_metadata(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a MONAI bundle"):
-        load_script().package_bundle(str(tmp_path), out=str(tmp_path / "dist"))
+        load_script("package_bundle").package_bundle(str(tmp_path), out=str(tmp_path / "dist"))
 
 
 def test_inference_runs_from_the_downloaded_zip(packaged, poc_data):

