@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .acs import Conv2p5d
-from .functional import _a3d_mix
+from .functional import _a3d_mix, _fast_a3d, a3d_fast_eligible
 from .registry import register_operator
 
 __all__ = ["A3DConv"]
@@ -70,6 +70,8 @@ class A3DConv(Conv2p5d):
                     f"A3DConv{where} was built for depth D={self.depth}, got input of shape {tuple(x.shape)} "
                     f"(N, C, D, H, W); convert with depth={x.shape[2]} or resample the input"
                 )
+            if a3d_fast_eligible(x, self._mode_pad, self._plans):
+                return _fast_a3d(x, self.fusion, self.weight, self.bias, self._stride_list, self._plans[0])
         return self._run_views(_a3d_mix(x, self.fusion))
 
     def extra_repr(self) -> str:

@@ -716,6 +716,64 @@ def _a3d_mix(input: Tensor, fusion: Tensor) -> Tensor:
     return out.view(n, c, d, h, w)
 
 
+def a3d_fast_eligible(x: Tensor, mode_pad: List[int], plans: List[ViewPlan]) -> bool:
+    """The plain A3D layer (zeros padding, one full-width 1 x kh x kw conv, groups 1), in eager mode."""
+    if torch.jit.is_tracing() or len(mode_pad) > 0 or len(plans) != 1:
+        return False
+    plan = plans[0]
+    return plan[3] == 0 and plan[4] == x.shape[1] and plan[5] == 1 and not any(plan[6]) and not any(plan[8])
+
+
+class _MixThenConv(torch.autograd.Function):
+    """A3D's slice mix and the 2.5D conv after it as one autograd node that saves only the layer's input.
+
+    Composed of two autograd ops, the mix would save the input and the conv the mixed tensor: two activations of
+    the input's size per layer. Here backward recomputes the mix (one batched matmul) instead, so the layer keeps
+    what a 2.5D conv keeps: its input (a contiguous copy of it if it came channels_last_3d).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, fusion: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
+                plan: ViewPlan):
+        _, _, dim, _, _, groups, _, pad, _, dil = plan
+        x = x.contiguous()  # the mix's layout: a channels_last_3d input is copied once, here, and that copy is kept
+        y = F.conv3d(_a3d_mix(x, fusion), weight.unsqueeze(dim), bias, stride, pad, dil, groups)
+        ctx.save_for_backward(x, fusion, weight)
+        ctx.stride, ctx.plan, ctx.has_bias = stride, plan, bias is not None
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        x, fusion, weight = ctx.saved_tensors
+        need_x, need_p, need_w, need_b = ctx.needs_input_grad[:4]
+        need_b = need_b and ctx.has_bias
+        _, _, dim, _, _, groups, _, pad, _, dil = ctx.plan
+        mixed = _a3d_mix(x, fusion)
+        need_mixed = need_x or need_p
+        grad_m, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_out, mixed, weight.unsqueeze(dim), [weight.shape[0]] if need_b else None, ctx.stride, pad, dil,
+            False, [0, 0, 0], groups, [need_mixed, need_w, need_b],
+        )
+        del mixed
+        grad_x: Optional[Tensor] = None
+        grad_p: Optional[Tensor] = None
+        if need_mixed:
+            n, c, d, h, w = x.shape
+            g = grad_m.reshape(n, c, d, h * w)
+            if need_p:  # dP[d, k, c] = sum over n and pixels of x[n, c, d] * g[n, c, k]
+                grad_p = torch.matmul(x.reshape(n, c, d, h * w), g.transpose(-1, -2)).sum(0).permute(1, 2, 0)
+            if need_x:  # dx[n, c, d] = sum_k P[d, k, c] g[n, c, k]
+                grad_x = torch.matmul(fusion.permute(2, 0, 1), g).view(n, c, d, h, w)
+        return (grad_x, grad_p, grad_w.squeeze(dim) if need_w else None, grad_b if need_b else None, None, None)
+
+
+@torch.jit.unused
+def _fast_a3d(x: Tensor, fusion: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
+              plan: ViewPlan) -> Tensor:
+    return _MixThenConv.apply(x, fusion, weight, bias, stride, plan)
+
+
 def tsm_shift(input: Tensor, split: Sequence[int] | None = None) -> Tensor:
     """TSM shift along depth (A3D paper Sec. 2.1 (e)): the first channel part moves up, the second down.
 

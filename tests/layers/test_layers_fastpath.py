@@ -228,3 +228,35 @@ def test_kernel_gradient_branches_match_reference(in_channels, out_channels):
     got = torch.autograd.grad(out, [x, layer.weight, layer.bias], grad.float())
     for a, b in zip(got, torch.autograd.grad(out_r, [xr, wr, br], grad)):
         torch.testing.assert_close(a.double(), b, **F32)
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the distinct tensors autograd keeps for backward while ``fn()`` runs (parameters included)."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+@IGNORE_JIT_DEPRECATION
+@pytest.mark.parametrize("fmt", ["contiguous", "channels_last_3d"])
+def test_a3d_keeps_only_its_input_for_backward(fmt):
+    """A3D's fused node (slice mix + 2.5D conv, the mix recomputed in backward) keeps what a 2.5D conv keeps: the
+    input and the small weights, not also the mixed tensor; the scripted layer (two autograd ops) keeps both."""
+    a3d = A3DConv(8, 8, 3, padding=1, depth=6)
+    c2p5d = Conv2p5d(8, 8, 3, padding=1)
+    x = torch.randn(2, 8, 6, 10, 12).contiguous(memory_format=CL if fmt == "channels_last_3d" else torch.contiguous_format)
+    x.requires_grad_(True)
+    assert type(a3d(x).grad_fn).__name__ == "_MixThenConvBackward"
+    params = sum(p.numel() * 4 for p in a3d.parameters())
+    assert _saved_bytes(lambda: a3d(x)) <= x.numel() * 4 + params
+    assert _saved_bytes(lambda: c2p5d(x)) >= x.numel() * 4
+    assert _saved_bytes(lambda: torch.jit.script(a3d)(x)) >= 2 * x.numel() * 4
+    # a padding mode or a layer without a plain single view keeps the composed ops
+    assert type(A3DConv(8, 8, 3, padding=1, depth=6, padding_mode="replicate")(x).grad_fn).__name__ != \
+        "_MixThenConvBackward"
