@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .batches import channels_last_prepare_batch, select_prepare_batch
 from .handlers import ProgressBar, RunCheckpointer
 from .poc import finish_run, pretrained_2d_weights
 from .runs import as_bool, default_run_name, locate_bundle_root, prepare_run_dir, publish_model, require_dataset_dir, save_atomic
@@ -11,6 +12,7 @@ __all__ = [
     "as_bool",
     "ProgressBar",
     "RunCheckpointer",
+    "channels_last_prepare_batch",
     "default_run_name",
     "evaluate_segmentation",
     "feature_mauc_report",
@@ -23,5 +25,6 @@ __all__ = [
     "publish_model",
     "require_dataset_dir",
     "save_atomic",
+    "select_prepare_batch",
     "write_report",
 ]

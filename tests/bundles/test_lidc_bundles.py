@@ -109,7 +109,8 @@ def jobs(tmp_path_factory, lidc_data, command_pool):
     def train(task: str) -> object:
         run_id = ["run", "training"] if task == "seg" else ["run"]  # `run` alone trains too ("run": "%training")
         return bundle_command(*run_id, "--config_file", BUNDLES[task] / "configs" / "train.json",
-                              *cli_args(TINY_TRAIN), *cli_args(dirs[task]), "--run_name", "base")
+                              *cli_args(TINY_TRAIN), *cli_args(dirs[task]), "--run_name", "base",
+                              "--channels_last", str(task == "cls"))  # cls: batches in channels_last_3d
 
     def evaluate(task: str) -> object:
         configs = config_list(BUNDLES[task] / "configs" / "train.json", BUNDLES[task] / "configs" / "evaluate.json")
@@ -259,6 +260,23 @@ def test_pretrain_lidc_2d_weights_start_the_3d_networks(lidc_data, tmp_path):
             assert torch.equal(conv1, state["backbone.conv1.weight"]) == pretrained
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_key_sets_the_engines_batch_layout(lidc_data, channels_last):
+    """``--channels_last true``: trainer and evaluator hand the network channels_last_3d batches (same values)."""
+    parser = ConfigParser()
+    parser.read_config(str(CLS / "configs" / "train.json"))
+    parser.update({**TINY_TRAIN, "dataset_dir": str(lidc_data), "channels_last": str(channels_last),
+                   "runs_dir": "/nonexistent/not-created"})
+    prepare = parser.get_parsed_content("prepare_batch")
+    batch = {"image": torch.randn(2, 3, 4, 5, 6), "label": torch.tensor([[0.0], [1.0]])}
+    image, label = prepare(batch, torch.device("cpu"))
+    assert image.is_contiguous(memory_format=torch.channels_last_3d) is channels_last
+    assert torch.equal(image, batch["image"]) and torch.equal(label, batch["label"])
+    config = parser.get("train#trainer")
+    assert config["prepare_batch"] == "@prepare_batch" and parser.get("validate#evaluator")["prepare_batch"] == \
+        "@prepare_batch"
+
+
 def test_crop_and_paste_on_an_anisotropic_ct():
     """A CT of 0.7 x 0.7 x 2.5 mm voxels with a shifted origin: a sphere at a known world point is centred in the
     inference crop, and its mask, pasted back from the crop, lands on it."""
@@ -317,6 +335,7 @@ def test_train_writes_run_folder_report_and_model(task, jobs):
     results = json.loads((run_dir / "results.json").read_text())
     assert "SYNTHETIC lung background" in results["data"] and "SYNTHETIC lung background" in out
     assert results["operator"] == "acs" and results["pretrained"] is False and results["width"] == 8
+    assert results["channels_last"] is (task == "cls") and results["weights_2d"] is None
     if task == "seg":
         assert 0.0 <= results["classes"]["nodule"]["dice_global"] <= 1.0 and results["cases"] == 3
         assert "| nodule |" in out and "Dice global" in out
