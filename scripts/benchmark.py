@@ -472,22 +472,26 @@ def _section_memory(shapes, formats, device, threads) -> dict[str, Any]:
 
 
 def _section_a3d(shapes, formats, repeats, warmup, device) -> dict[str, Any]:
-    rows, ratios = [], []
+    rows, ratios, notes = [], [], []
     for key, spec in shapes.items():
         case = f"{key}: {_fmt_spec(spec)}"
         fns: dict[str, Callable] = {}
+        saved: dict[str, dict[str, int]] = {}
         for kind in ("a3d", "conv2p5d"):
             for fmt in formats:
                 layer, x = _build_layer(kind, spec, fmt, device)
                 fns[f"{kind}/{fmt}"] = _layer_step(layer, x)
+                saved[f"{kind}/{fmt}"] = {"saved_bytes": _layer_saved_bytes(layer, x)}
         times = _interleave(fns, repeats, warmup, device)
-        rows += _rows_from_times("a3d", case, times)
+        rows += _rows_from_times("a3d", case, times, saved)
+        notes.append(f"{case}, bytes saved for backward (MiB): " + ", ".join(
+            f"{name} {_mib(v['saved_bytes'])}" for name, v in saved.items()))
         best = {kind: _fastest(times, kind) for kind in ("a3d", "conv2p5d")}
         ratios.append(_ratio("a3d", case, "a3d / fastest conv2p5d", best["a3d"], best["conv2p5d"], times, A3D_TARGET))
         for fmt in formats:
             ratios.append(_ratio("a3d", case, f"a3d / conv2p5d, both {fmt}", f"a3d/{fmt}", f"conv2p5d/{fmt}", times,
                                  None))
-    return {"rows": rows, "ratios": ratios}
+    return {"rows": rows, "ratios": ratios, "notes": notes}
 
 
 def _section_models(model_specs, formats, repeats, warmup, device, threads, memory) -> dict[str, Any]:

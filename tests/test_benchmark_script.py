@@ -60,6 +60,9 @@ def test_layer_sections_write_expected_rows(bench, tmp_path):
     a3d = sections["a3d"]
     assert {row["case"].split(":")[0] for row in a3d["rows"]} == {"D3", "D6"}
     assert any(r["name"] == "a3d / fastest conv2p5d" and r["target"] == 1.10 for r in a3d["ratios"])
+    saved = {r["candidate"]: r["saved_bytes"] for r in a3d["rows"] if r["case"].startswith("D3")}
+    assert 0 < saved["a3d/channels_last_3d"] <= 1.05 * saved["conv2p5d/channels_last_3d"] + 2**12  # + P, the kernel
+    assert any("bytes saved for backward" in note for note in a3d["notes"])
 
     for heading in ("## layers", "## views", "## memory", "## a3d", "acs / fastest conv2p5d", "load average"):
         assert heading in markdown
