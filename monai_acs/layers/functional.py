@@ -375,6 +375,15 @@ def _can_use_onednn(x: Tensor, weight: Tensor, stride: List[int]) -> bool:
     return _mkldnn_accumulate_ok()
 
 
+def _strided_contiguous_cpu(x: Tensor, stride: List[int]) -> bool:
+    """A plainly contiguous CPU float32 input of a strided layer: its views run faster channels-last (oneDNN's
+    strided convolutions and their backward are several times slower in the contiguous layout, measured in
+    docs/benchmarks.md), even with the layout changes in and out."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and any(s != 1 for s in stride)
+            and x.is_contiguous() and not x.is_contiguous(memory_format=_CHANNELS_LAST)
+            and torch.backends.mkldnn.enabled)
+
+
 class _SplitViewsConv(torch.autograd.Function):
     """Split (ACS) view convolutions as one autograd node.
 
@@ -387,6 +396,10 @@ class _SplitViewsConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], plans: List[ViewPlan]):
+        ctx.save_for_backward(x, weight)
+        internal_cl = _strided_contiguous_cpu(x, stride)
+        if internal_cl:
+            x = x.contiguous(memory_format=_CHANNELS_LAST)
         out: Optional[Tensor] = None
         for w_start, w_stop, dim, _, _, groups, _, pad, _, dil in plans:
             b = bias[w_start:w_stop] if bias is not None else None
@@ -396,9 +409,8 @@ class _SplitViewsConv(torch.autograd.Function):
                 out = torch.empty(shape, dtype=y.dtype, device=y.device, memory_format=_memory_format(y))
             out[:, w_start:w_stop].copy_(y)
             del y
-        ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.plans, ctx.has_bias = stride, plans, bias is not None
-        return out
+        ctx.stride, ctx.plans, ctx.has_bias, ctx.internal_cl = stride, plans, bias is not None, internal_cl
+        return out.contiguous() if internal_cl else out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -407,6 +419,9 @@ class _SplitViewsConv(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         need_b = need_b and ctx.has_bias
         stride, plans = ctx.stride, ctx.plans
+        if ctx.internal_cl:  # as in forward: the strided views run channels-last, the caller gets its own layout
+            x = x.contiguous(memory_format=_CHANNELS_LAST)
+            grad_out = grad_out.contiguous(memory_format=_CHANNELS_LAST)
         fmt = _memory_format(x)
         onednn = _can_use_onednn(x, weight, stride)
         grad_x: Optional[Tensor] = None
@@ -460,6 +475,8 @@ class _SplitViewsConv(torch.autograd.Function):
             del g
         grad_w = torch.cat(grad_ws, dim=0) if need_w else None
         grad_b = torch.cat(grad_bs, dim=0) if need_b else None
+        if ctx.internal_cl and grad_x is not None:
+            grad_x = grad_x.contiguous()
         return grad_x, grad_w, grad_b, None, None
 
 
