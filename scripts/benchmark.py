@@ -162,6 +162,8 @@ def _build_layer(kind: str, spec: dict[str, Any], fmt: str, device: torch.device
         layer = torch.jit.script(ACSConv(cin, cout, 3, stride=s, padding=1))
     elif kind == "a3d":
         layer = A3DConv(cin, cout, 3, stride=s, padding=1, depth=spec["size"][0])
+    elif kind == "a3d_keep_mix":
+        layer = A3DConv(cin, cout, 3, stride=s, padding=1, depth=spec["size"][0], recompute_mix=False)
     elif kind == "conv2p5d":
         layer = nn.Conv3d(cin, cout, (1, 3, 3), stride=s, padding=(0, 1, 1))
     elif kind == "conv3d":
@@ -227,6 +229,12 @@ def _deeplesion_builder() -> tuple[Callable[..., nn.Module] | None, str]:
 
 
 def _build_model(net: str, operator: str, fmt: str, spec: dict[str, Any], device: torch.device):
+    if operator == "a3d_keep_mix":  # A3D layers that keep the mixed tensor instead of recomputing it
+        model, x, target = _build_model(net, "a3d", fmt, spec, device)
+        for module in model.modules():
+            if isinstance(module, A3DConv):
+                module.recompute_mix = False
+        return model, x, target
     torch.manual_seed(0)
     if net == "lidc_seg":
         from monai_acs.networks import lidc_seg_net
@@ -477,7 +485,7 @@ def _section_a3d(shapes, formats, repeats, warmup, device) -> dict[str, Any]:
         case = f"{key}: {_fmt_spec(spec)}"
         fns: dict[str, Callable] = {}
         saved: dict[str, dict[str, int]] = {}
-        for kind in ("a3d", "conv2p5d"):
+        for kind in ("a3d", "a3d_keep_mix", "conv2p5d"):
             for fmt in formats:
                 layer, x = _build_layer(kind, spec, fmt, device)
                 fns[f"{kind}/{fmt}"] = _layer_step(layer, x)
@@ -486,8 +494,10 @@ def _section_a3d(shapes, formats, repeats, warmup, device) -> dict[str, Any]:
         rows += _rows_from_times("a3d", case, times, saved)
         notes.append(f"{case}, bytes saved for backward (MiB): " + ", ".join(
             f"{name} {_mib(v['saved_bytes'])}" for name, v in saved.items()))
-        best = {kind: _fastest(times, kind) for kind in ("a3d", "conv2p5d")}
+        best = {kind: _fastest(times, kind) for kind in ("a3d", "a3d_keep_mix", "conv2p5d")}
         ratios.append(_ratio("a3d", case, "a3d / fastest conv2p5d", best["a3d"], best["conv2p5d"], times, A3D_TARGET))
+        ratios.append(_ratio("a3d", case, "a3d recompute_mix=False / fastest conv2p5d", best["a3d_keep_mix"],
+                             best["conv2p5d"], times, A3D_TARGET))
         for fmt in formats:
             ratios.append(_ratio("a3d", case, f"a3d / conv2p5d, both {fmt}", f"a3d/{fmt}", f"conv2p5d/{fmt}", times,
                                  None))
@@ -504,15 +514,19 @@ def _section_models(model_specs, formats, repeats, warmup, device, threads, memo
                 continue
         case = f"{net}: N={spec['n']}, {'x'.join(map(str, spec['size']))}"
         fns: dict[str, Callable] = {}
-        for operator in (main, "conv2p5d", "i3d"):
+        operators = (main, "a3d_keep_mix", "conv2p5d", "i3d") if main == "a3d" else (main, "conv2p5d", "i3d")
+        for operator in operators:
             for fmt in formats:
                 model, x, target = _build_model(net, operator, fmt, spec, device)
                 fns[f"{operator}/{fmt}"] = _train_step(model, x, target)
         times = _interleave(fns, repeats, warmup, device)
         rows += _rows_from_times("models", case, times)
-        best = {op: _fastest(times, op) for op in (main, "conv2p5d", "i3d")}
+        best = {op: _fastest(times, op) for op in operators}
         ratios.append(_ratio("models", case, f"{main} / fastest 2.5D twin", best[main], best["conv2p5d"], times,
                              MODEL_TARGETS["2.5D twin"]))
+        if "a3d_keep_mix" in best:
+            ratios.append(_ratio("models", case, "a3d recompute_mix=False / fastest 2.5D twin", best["a3d_keep_mix"],
+                                 best["conv2p5d"], times, MODEL_TARGETS["2.5D twin"]))
         ratios.append(_ratio("models", case, f"{main} / fastest 3D twin", best[main], best["i3d"], times,
                              MODEL_TARGETS["3D twin"]))
         for fmt in formats:
@@ -521,7 +535,7 @@ def _section_models(model_specs, formats, repeats, warmup, device, threads, memo
         del fns
         gc.collect()
         if memory:
-            for operator in (main, "conv2p5d", "i3d"):
+            for operator in operators:
                 fmt = best[operator].split("/")[1]
                 res = _run_worker({"what": "model", "net": net, "operator": operator, "fmt": fmt, "spec": spec,
                                    "device": str(device), "threads": threads})

@@ -31,6 +31,10 @@ class A3DConv(Conv2p5d):
             as in :class:`~monai_acs.ACSConv`.
         depth: the fixed input depth D (required).
         init_noise: half-width of the uniform perturbation added to the identity. Default 0.1.
+        recompute_mix: keep only the input for backward and recompute the slice mix there (one batched matmul),
+            so the layer holds the memory of a 2.5D conv; False keeps the mixed tensor as well (one more activation
+            of the input's size per layer) and skips the recomputation. Measured trade-off in docs/benchmarks.md.
+            Default True. (A scripted layer always keeps both.)
 
     Raises:
         ValueError: if ``depth`` is missing, or at run time if the input depth differs from ``depth``.
@@ -41,8 +45,11 @@ class A3DConv(Conv2p5d):
         (torch.Size([5, 5, 2]), torch.Size([1, 3, 5, 6, 7]))
     """
 
-    def __init__(self, *args: Any, depth: int | None = None, init_noise: float = 0.1, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, depth: int | None = None, init_noise: float = 0.1, recompute_mix: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.recompute_mix = bool(recompute_mix)
         if depth is None or int(depth) < 1:
             raise ValueError(
                 "A3DConv needs the fixed input depth: pass depth=D (e.g. convert_to_3d(model, 'a3d', depth=7, "
@@ -70,9 +77,9 @@ class A3DConv(Conv2p5d):
                     f"A3DConv{where} was built for depth D={self.depth}, got input of shape {tuple(x.shape)} "
                     f"(N, C, D, H, W); convert with depth={x.shape[2]} or resample the input"
                 )
-            if a3d_fast_eligible(x, self._mode_pad, self._plans):
+            if self.recompute_mix and a3d_fast_eligible(x, self._mode_pad, self._plans):
                 return _fast_a3d(x, self.fusion, self.weight, self.bias, self._stride_list, self._plans[0])
         return self._run_views(_a3d_mix(x, self.fusion))
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", depth={self.depth}"
+        return super().extra_repr() + f", depth={self.depth}" + ("" if self.recompute_mix else ", recompute_mix=False")

@@ -99,11 +99,9 @@ def test_eager_and_scripted_acs_match_reference_in_float32(opts, fmt):
         grads = torch.autograd.grad(out, [xe] + params, grad.float())
         for g, g_r, name in zip(grads, grads_r, ("input", "weight", "bias")):
             torch.testing.assert_close(g.double(), g_r, **F32, msg=lambda m, name=name: f"{name} gradient: {m}")
-        # the output keeps the caller's layout; so does the input gradient where strided views run channels-last inside
-        layout = CL if fmt == "channels_last_3d" else torch.contiguous_format
-        assert out.is_contiguous(memory_format=layout)
-        if any(s != 1 for s in layer.stride):
-            assert grads[0].is_contiguous(memory_format=layout)
+        if any(s != 1 for s in layer.stride):  # strided views run channels-last inside: the caller keeps its layout
+            layout = CL if fmt == "channels_last_3d" else torch.contiguous_format
+            assert out.is_contiguous(memory_format=layout) and grads[0].is_contiguous(memory_format=layout)
     if fmt == "contiguous" and any(s != 1 for s in layer.stride):  # eager runs channels-last inside: rounding only
         torch.testing.assert_close(layer(x), scripted(x), rtol=1e-5, atol=1e-5)
     else:  # the forward values of both paths are bit-identical (same per-view F.conv3d calls, exact copies)
@@ -264,6 +262,14 @@ def test_a3d_keeps_only_its_input_for_backward(fmt):
     assert _saved_bytes(lambda: a3d(x)) <= x.numel() * 4 + params
     assert _saved_bytes(lambda: c2p5d(x)) >= x.numel() * 4
     assert _saved_bytes(lambda: torch.jit.script(a3d)(x)) >= 2 * x.numel() * 4
+    keep = A3DConv(8, 8, 3, padding=1, depth=6, recompute_mix=False)  # the trade: more memory, no recomputation
+    keep.load_state_dict(a3d.state_dict())
+    assert _saved_bytes(lambda: keep(x)) >= 2 * x.numel() * 4 and "recompute_mix=False" in repr(keep)
+    torch.testing.assert_close(keep(x), a3d(x))
+    gx, gk = torch.autograd.grad(a3d(x).square().sum(), [x, a3d.fusion]), torch.autograd.grad(
+        keep(x).square().sum(), [x, keep.fusion])
+    for a, b in zip(gx, gk):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     # a padding mode or a layer without a plain single view keeps the composed ops
     assert type(A3DConv(8, 8, 3, padding=1, depth=6, padding_mode="replicate")(x).grad_fn).__name__ != \
         "_MixThenConvBackward"
