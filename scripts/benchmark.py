@@ -658,6 +658,7 @@ def main(
     lits_roi: tuple[int, int, int] = (64, 512, 512),
     lits_overlap: float = 0.25,
     lits_repeats: int = 1,
+    models: str | tuple = "lidc_seg,deeplesion",
 ) -> str:
     """Run the benchmark and write ``<out>.json`` and ``<out>.md``.
 
@@ -679,6 +680,7 @@ def main(
         lits_roi: sliding-window ROI. Default 64x512x512.
         lits_overlap: sliding-window overlap. Default 0.25 (MONAI's).
         lits_repeats: fresh-process runs per LiTS candidate. Default 1.
+        models: networks of the models section, among lidc_seg and deeplesion. Default both.
 
     Returns:
         The Markdown report (also printed by fire).
@@ -701,6 +703,10 @@ def main(
         ("lidc_seg", {"n": model_batch, "size": (8, 8, 8) if tiny else size}, "acs"),
         ("deeplesion", {"n": model_batch, "size": (3, 32, 32) if tiny else tuple(deeplesion_input)}, "a3d"),
     ]
+    unknown_models = sorted(set(as_list(models)) - {spec[0] for spec in model_specs})
+    if unknown_models:
+        raise ValueError(f"unknown models {unknown_models}; choose from lidc_seg, deeplesion")
+    model_specs = [spec for spec in model_specs if spec[0] in as_list(models)]
     if tiny:
         lits_volume, lits_roi = (8, 32, 32), (8, 32, 32)
     meta = {
