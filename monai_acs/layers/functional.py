@@ -298,9 +298,18 @@ _CHANNELS_LAST = torch.channels_last_3d
 _accumulate_checked: list[bool] = []  # filled once by _mkldnn_accumulate_ok()
 
 
+@torch.jit.unused
+def _autocast_on(x: Tensor) -> bool:
+    """Whether autocast (AMP) is on for ``x``'s device: the fused autograd nodes below then step aside, since their
+    backward would meet the autocast dtype of the forward outside autocast."""
+    return torch.is_autocast_enabled(x.device.type)
+
+
 def _fast_views_eligible(x: Tensor, plans: List[ViewPlan]) -> bool:
     """Views that read the whole input unpadded and uncropped, with groups=1: the common ACS layer."""
     if len(plans) < 2 or torch.jit.is_tracing():  # a traced Python autograd.Function cannot be saved
+        return False
+    if _autocast_on(x):
         return False
     channels = x.shape[1]
     for plan in plans:
@@ -735,7 +744,7 @@ def _a3d_mix(input: Tensor, fusion: Tensor) -> Tensor:
 
 def a3d_fast_eligible(x: Tensor, mode_pad: List[int], plans: List[ViewPlan]) -> bool:
     """The plain A3D layer (zeros padding, one full-width 1 x kh x kw conv, groups 1), in eager mode."""
-    if torch.jit.is_tracing() or len(mode_pad) > 0 or len(plans) != 1:
+    if torch.jit.is_tracing() or len(mode_pad) > 0 or len(plans) != 1 or _autocast_on(x):
         return False
     plan = plans[0]
     return plan[3] == 0 and plan[4] == x.shape[1] and plan[5] == 1 and not any(plan[6]) and not any(plan[8])

@@ -273,3 +273,22 @@ def test_a3d_keeps_only_its_input_for_backward(fmt):
     # a padding mode or a layer without a plain single view keeps the composed ops
     assert type(A3DConv(8, 8, 3, padding=1, depth=6, padding_mode="replicate")(x).grad_fn).__name__ != \
         "_MixThenConvBackward"
+
+
+@pytest.mark.parametrize("kind", ["acs", "a3d"])
+def test_autocast_runs_the_composed_ops(kind):
+    """Under autocast (AMP; bfloat16 on CPU here) the fused nodes step aside: forward and backward run, in the
+    autocast dtype, and match the same layer in float32 to bfloat16 precision."""
+    layer = ACSConv(4, 6, 3, padding=1) if kind == "acs" else A3DConv(4, 6, 3, padding=1, depth=5)
+    x = torch.randn(2, 4, 5, 6, 7, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16 and "SplitViews" not in type(y.grad_fn).__name__
+    assert "MixThenConv" not in type(y.grad_fn).__name__
+    grad = torch.randn(y.shape)
+    gx, gw = torch.autograd.grad(y.float(), [x, layer.weight], grad)
+    gx32, gw32 = torch.autograd.grad(layer(x), [x, layer.weight], grad)
+    assert gx.dtype == gw.dtype == torch.float32
+    torch.testing.assert_close(y.float(), layer(x), rtol=0.05, atol=0.1)
+    torch.testing.assert_close(gw, gw32, rtol=0.05, atol=0.5)
+    torch.testing.assert_close(gx, gx32, rtol=0.05, atol=0.1)
