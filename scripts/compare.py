@@ -33,6 +33,7 @@ import datetime
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -279,7 +280,7 @@ def compare(
         write_fraction_outputs(fraction_rows, out_path, f"{bundle_path.name}: metric vs training data (tag {tag})",
                                kind)
     (out_path / "command.txt").write_text(
-        "python scripts/compare.py " + " ".join(sys.argv[1:]) + f"\n# cpu threads: {os.cpu_count()}\n"
+        "python scripts/compare.py " + shlex.join(sys.argv[1:]) + f"\n# cpu threads: {os.cpu_count()}\n"
     )
     print((out_path / "results.md").read_text())
     return str(out_path / "results.md")
