@@ -311,11 +311,15 @@ def _fast_views_eligible(x: Tensor, plans: List[ViewPlan]) -> bool:
         return False
     if _autocast_on(x):
         return False
-    channels = x.shape[1]
     for plan in plans:
-        if plan[3] != 0 or plan[4] != channels or plan[5] != 1 or any(plan[6]) or any(plan[8]):
+        if not _plain_view(x, plan):
             return False
     return True
+
+
+def _plain_view(x: Tensor, plan: ViewPlan) -> bool:
+    """A view that reads every input channel, unpadded and uncropped, with groups=1."""
+    return plan[3] == 0 and plan[4] == x.shape[1] and plan[5] == 1 and not any(plan[6]) and not any(plan[8])
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -746,8 +750,7 @@ def a3d_fast_eligible(x: Tensor, mode_pad: List[int], plans: List[ViewPlan]) -> 
     """The plain A3D layer (zeros padding, one full-width 1 x kh x kw conv, groups 1), in eager mode."""
     if torch.jit.is_tracing() or len(mode_pad) > 0 or len(plans) != 1 or _autocast_on(x):
         return False
-    plan = plans[0]
-    return plan[3] == 0 and plan[4] == x.shape[1] and plan[5] == 1 and not any(plan[6]) and not any(plan[8])
+    return _plain_view(x, plans[0])
 
 
 class _MixThenConv(torch.autograd.Function):
