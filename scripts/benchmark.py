@@ -38,6 +38,7 @@ Results go to ``<out>.json`` and ``<out>.md``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import inspect
@@ -48,7 +49,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -627,6 +628,17 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` for the duration of the block, then the caller's count again."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -685,7 +697,6 @@ def main(
     Returns:
         The Markdown report (also printed by fire).
     """
-    torch.set_num_threads(threads)
     dev = torch.device(device)
 
     def as_list(v: str | tuple) -> list[str]:
@@ -722,19 +733,20 @@ def main(
     }
     result: dict[str, Any] = {"meta": meta, "sections": {}}
     started = time.time()
-    if "layers" in wanted:
-        result["sections"]["layers"] = _section_layers(layer_shapes, fmts, repeats, warmup, dev, script)
-    if "views" in wanted:
-        result["sections"]["views"] = _section_views(layer_shapes, fmts[-1], repeats, warmup, dev)
-    if "memory" in wanted:
-        result["sections"]["memory"] = _section_memory(layer_shapes, fmts, dev, threads)
-    if "a3d" in wanted:
-        result["sections"]["a3d"] = _section_a3d(a3d_shapes, fmts, repeats, warmup, dev)
-    if "models" in wanted:
-        result["sections"]["models"] = _section_models(model_specs, fmts, repeats, warmup, dev, threads, True)
-    if "lits" in wanted:
-        result["sections"]["lits"] = _section_lits(tuple(lits_volume), tuple(lits_roi), lits_overlap, fmts,
-                                                   lits_repeats, dev, threads)
+    with _torch_threads(threads):  # restored afterwards: main() also runs inside other processes (tests)
+        if "layers" in wanted:
+            result["sections"]["layers"] = _section_layers(layer_shapes, fmts, repeats, warmup, dev, script)
+        if "views" in wanted:
+            result["sections"]["views"] = _section_views(layer_shapes, fmts[-1], repeats, warmup, dev)
+        if "memory" in wanted:
+            result["sections"]["memory"] = _section_memory(layer_shapes, fmts, dev, threads)
+        if "a3d" in wanted:
+            result["sections"]["a3d"] = _section_a3d(a3d_shapes, fmts, repeats, warmup, dev)
+        if "models" in wanted:
+            result["sections"]["models"] = _section_models(model_specs, fmts, repeats, warmup, dev, threads, True)
+        if "lits" in wanted:
+            result["sections"]["lits"] = _section_lits(tuple(lits_volume), tuple(lits_roi), lits_overlap, fmts,
+                                                       lits_repeats, dev, threads)
     meta["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
     meta["wall_s"] = round(time.time() - started, 1)
     out_path = Path(out)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from script_helpers import load_script
 
 
@@ -16,10 +17,12 @@ def bench():
 
 def _run(bench, tmp_path: Path, **kwargs) -> tuple[dict, str]:
     out = tmp_path / "bench"
+    threads = torch.get_num_threads()
     report = bench.main(out=str(out), tiny=True, repeats=1, warmup=0, threads=1, **kwargs)
     result = json.loads(out.with_suffix(".json").read_text())
     markdown = out.with_suffix(".md").read_text()
     assert markdown == report
+    assert torch.get_num_threads() == threads, "main() must give the calling process its thread count back"
     return result, markdown
 
 

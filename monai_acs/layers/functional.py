@@ -285,10 +285,24 @@ def run_conv_views(
         out = outputs[0] + outputs[1] + outputs[2]
         if bias is not None:
             out = out + bias.view(1, -1, 1, 1, 1)
-        return out
-    if len(outputs) == 1:
-        return outputs[0]
-    return torch.cat(outputs, dim=1)
+    elif len(outputs) == 1:
+        out = outputs[0]
+    else:
+        out = torch.cat(outputs, dim=1)
+    return _keep_channels_last(out, input)
+
+
+def _keep_channels_last(out: Tensor, input: Tensor) -> Tensor:
+    """``out`` in channels_last_3d when ``input`` came that way (TorchScript-compatible).
+
+    Cropped or padded views, ``torch.cat`` and oneDNN's single-threaded 1 x 1 x 1 conv can return contiguous
+    tensors for channels-last input; without this one copy the rest of a channels-last network would run
+    contiguous.
+    """
+    cl = torch.channels_last_3d
+    if input.is_contiguous(memory_format=cl) and not input.is_contiguous() and not out.is_contiguous(memory_format=cl):
+        return out.contiguous(memory_format=cl)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -655,7 +669,7 @@ def run_transposed_views(
         out = torch.cat(outputs, dim=1)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1, 1)
-    return out
+    return _keep_channels_last(out, input)
 
 
 def acs_conv_transpose3d(
