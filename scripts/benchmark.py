@@ -155,10 +155,32 @@ def _to_format(module: nn.Module, fmt: str) -> nn.Module:
     return module
 
 
+class _ComposedViews(nn.Module):
+    """ACS written the plain way: three view ``F.conv3d`` calls and a ``torch.cat``, for ``torch.compile`` to fuse
+    (the "compile the naive version" candidate)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.inner = ACSConv(cin, cout, 3, stride=stride, padding=1)
+        self.split, self.stride = self.inner.split, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        w, b, outs, start = self.inner.weight, self.inner.bias, [], 0
+        for dim, n, pad in zip((2, 3, 4), self.split, ((0, 1, 1), (1, 0, 1), (1, 1, 0))):
+            outs.append(F.conv3d(x, w[start:start + n].unsqueeze(dim), b[start:start + n], self.stride, pad))
+            start += n
+        return torch.cat(outs, dim=1)
+
+
 def _build_layer(kind: str, spec: dict[str, Any], fmt: str, device: torch.device) -> tuple[nn.Module, Tensor]:
     cin, cout, s = spec["cin"], spec["cout"], spec["stride"]
-    if kind == "acs":
-        layer: nn.Module = ACSConv(cin, cout, 3, stride=s, padding=1)
+    if kind.endswith("_compiled"):  # torch.compile (inductor) of another candidate; compiled on its first call
+        base, x = _build_layer(kind[: -len("_compiled")], spec, fmt, device)
+        return torch.compile(base), x
+    if kind == "acs_views":
+        layer: nn.Module = _ComposedViews(cin, cout, s)
+    elif kind == "acs":
+        layer = ACSConv(cin, cout, 3, stride=s, padding=1)
     elif kind == "acs_script":
         layer = torch.jit.script(ACSConv(cin, cout, 3, stride=s, padding=1))
     elif kind == "a3d":
@@ -397,7 +419,7 @@ def _ratio(section: str, case: str, name: str, num: str, den: str, times: dict[s
             "target": target, "met": None if target is None else bool(value <= target)}
 
 
-def _section_layers(shapes, formats, repeats, warmup, device, script) -> dict[str, Any]:
+def _section_layers(shapes, formats, repeats, warmup, device, script, compiled) -> dict[str, Any]:
     rows, ratios = [], []
     for key, spec in shapes.items():
         case = f"{key}: {_fmt_spec(spec)}"
@@ -412,6 +434,10 @@ def _section_layers(shapes, formats, repeats, warmup, device, script) -> dict[st
             layer, x = _build_layer("acs_script", spec, formats[-1], device)
             fns[f"acs_script/{formats[-1]}"] = _layer_step(layer, x)
             extra[f"acs_script/{formats[-1]}"] = {"gmacs_fwd": _conv_macs(spec, 9) / 1e9}
+        for kind in ("acs_compiled", "acs_views_compiled", "conv2p5d_compiled") if compiled else ():
+            layer, x = _build_layer(kind, spec, formats[-1], device)
+            fns[f"{kind}/{formats[-1]}"] = _layer_step(layer, x)
+            extra[f"{kind}/{formats[-1]}"] = {"gmacs_fwd": _conv_macs(spec, 9) / 1e9}
         times = _interleave(fns, repeats, warmup, device)
         for name, info in extra.items():  # fwd+bwd = 3 convolutions' worth of MACs (forward, input grad, weight grad)
             info["gflops_per_s"] = 2 * 3 * info["gmacs_fwd"] / statistics.median(times[name])
@@ -425,6 +451,9 @@ def _section_layers(shapes, formats, repeats, warmup, device, script) -> dict[st
         if script:
             ratios.append(_ratio("layers", case, "acs scripted / acs eager", f"acs_script/{formats[-1]}",
                                  f"acs/{formats[-1]}", times, None))
+        for kind in ("acs_compiled", "acs_views_compiled", "conv2p5d_compiled") if compiled else ():
+            ratios.append(_ratio("layers", case, f"{kind} / fastest conv2p5d", f"{kind}/{formats[-1]}",
+                                 best["conv2p5d"], times, None))
     return {"rows": rows, "ratios": ratios}
 
 
@@ -480,7 +509,7 @@ def _section_memory(shapes, formats, device, threads) -> dict[str, Any]:
     return {"rows": rows, "ratios": ratios}
 
 
-def _section_a3d(shapes, formats, repeats, warmup, device) -> dict[str, Any]:
+def _section_a3d(shapes, formats, repeats, warmup, device, compiled) -> dict[str, Any]:
     rows, ratios, notes = [], [], []
     for key, spec in shapes.items():
         case = f"{key}: {_fmt_spec(spec)}"
@@ -491,6 +520,9 @@ def _section_a3d(shapes, formats, repeats, warmup, device) -> dict[str, Any]:
                 layer, x = _build_layer(kind, spec, fmt, device)
                 fns[f"{kind}/{fmt}"] = _layer_step(layer, x)
                 saved[f"{kind}/{fmt}"] = {"saved_bytes": _layer_saved_bytes(layer, x)}
+        for fmt in formats if compiled else ():
+            layer, x = _build_layer("a3d_compiled", spec, fmt, device)
+            fns[f"a3d_compiled/{fmt}"] = _layer_step(layer, x)
         times = _interleave(fns, repeats, warmup, device)
         rows += _rows_from_times("a3d", case, times, saved)
         notes.append(f"{case}, bytes saved for backward (MiB): " + ", ".join(
@@ -502,6 +534,9 @@ def _section_a3d(shapes, formats, repeats, warmup, device) -> dict[str, Any]:
         for fmt in formats:
             ratios.append(_ratio("a3d", case, f"a3d / conv2p5d, both {fmt}", f"a3d/{fmt}", f"conv2p5d/{fmt}", times,
                                  None))
+        if compiled:
+            ratios.append(_ratio("a3d", case, "a3d_compiled / fastest conv2p5d", _fastest(times, "a3d_compiled"),
+                                 best["conv2p5d"], times, None))
     return {"rows": rows, "ratios": ratios, "notes": notes}
 
 
@@ -663,6 +698,7 @@ def main(
     formats: str | tuple = "contiguous,channels_last_3d",
     tiny: bool = False,
     script: bool = True,
+    compile: bool = False,
     model_input: tuple[int, int, int] | int = (48, 48, 48),
     model_batch: int = 1,
     deeplesion_input: tuple[int, int, int] = (7, 256, 256),
@@ -685,6 +721,8 @@ def main(
         formats: memory formats to try, among contiguous and channels_last_3d.
         tiny: tiny shapes everywhere (checks that the script runs; the timings mean nothing).
         script: also time the TorchScript-compiled ACSConv in the layers section. Default True.
+        compile: also time ``torch.compile`` (inductor) of ACSConv, of the plain three-conv ACS, of the 2.5D conv
+            (layers section) and of A3DConv (a3d section). Needs a C++ compiler on CPU. Default False.
         model_input: (D, H, W) of the LIDC network input, 3 channels. Default 48^3.
         model_batch: batch size of the model train steps. Default 1.
         deeplesion_input: (D, H, W) of the DeepLesion backbone input, 1 channel. Default 7x256x256.
@@ -735,13 +773,14 @@ def main(
     started = time.time()
     with _torch_threads(threads):  # restored afterwards: main() also runs inside other processes (tests)
         if "layers" in wanted:
-            result["sections"]["layers"] = _section_layers(layer_shapes, fmts, repeats, warmup, dev, script)
+            result["sections"]["layers"] = _section_layers(layer_shapes, fmts, repeats, warmup, dev, script,
+                                                              compile)
         if "views" in wanted:
             result["sections"]["views"] = _section_views(layer_shapes, fmts[-1], repeats, warmup, dev)
         if "memory" in wanted:
             result["sections"]["memory"] = _section_memory(layer_shapes, fmts, dev, threads)
         if "a3d" in wanted:
-            result["sections"]["a3d"] = _section_a3d(a3d_shapes, fmts, repeats, warmup, dev)
+            result["sections"]["a3d"] = _section_a3d(a3d_shapes, fmts, repeats, warmup, dev, compile)
         if "models" in wanted:
             result["sections"]["models"] = _section_models(model_specs, fmts, repeats, warmup, dev, threads, True)
         if "lits" in wanted:

@@ -71,6 +71,18 @@ def test_layer_sections_write_expected_rows(bench, tmp_path):
         assert heading in markdown
 
 
+def test_compiled_candidates_are_timed_and_compared(bench, tmp_path):
+    result, markdown = _run(bench, tmp_path, sections="layers,a3d", shapes="a", formats="channels_last_3d",
+                            script=False, compile=True)
+    layer_rows = {row["candidate"] for row in result["sections"]["layers"]["rows"]}
+    assert {"acs_compiled/channels_last_3d", "acs_views_compiled/channels_last_3d",
+            "conv2p5d_compiled/channels_last_3d"} <= layer_rows
+    assert {row["candidate"] for row in result["sections"]["a3d"]["rows"]} >= {"a3d_compiled/channels_last_3d"}
+    names = [r["name"] for section in ("layers", "a3d") for r in result["sections"][section]["ratios"]]
+    assert "acs_views_compiled / fastest conv2p5d" in names and "a3d_compiled / fastest conv2p5d" in names
+    assert "acs_views_compiled" in markdown
+
+
 def test_unknown_section_raises(bench, tmp_path):
     with pytest.raises(ValueError, match="unknown sections"):
         bench.main(out=str(tmp_path / "x"), tiny=True, sections="layers,gpu")

@@ -411,107 +411,167 @@ def _strided_contiguous_cpu(x: Tensor, stride: List[int]) -> bool:
             and torch.backends.mkldnn.enabled)
 
 
-class _SplitViewsConv(torch.autograd.Function):
-    """Split (ACS) view convolutions as one autograd node.
+# The fused node is a pair of registered custom ops (forward, backward) with fake implementations, so that
+# torch.compile / torch.export trace it as one opaque kernel (no graph break; ``fullgraph=True`` works) while eager
+# mode runs the same code. A view plan travels as a flat list of ints.
+_PLAN_INTS = 24
 
-    Forward writes each view's output into one preallocated tensor (no ``torch.cat`` of three temporaries) and
-    saves only the input and the 2D kernel. Backward computes each view's kernel gradient, the bias gradient once,
-    and the input gradient in a single buffer: on CPU float32 channels_last_3d with stride 1, each view's
-    contribution is a stride-1 forward convolution with the flipped kernel that oneDNN adds in place; elsewhere the
-    views' ``aten.convolution_backward`` results are summed in place.
+
+def _flat_plans(plans: List[ViewPlan]) -> List[int]:
+    flat: List[int] = []
+    for plan in plans:
+        flat += [*plan[:6], *plan[6], *plan[7], *plan[8], *plan[9]]
+    return flat
+
+
+def _unflat_plans(flat: Sequence[int]) -> List[ViewPlan]:
+    plans: List[ViewPlan] = []
+    for i in range(0, len(flat), _PLAN_INTS):
+        v = [int(a) for a in flat[i : i + _PLAN_INTS]]
+        plans.append((v[0], v[1], v[2], v[3], v[4], v[5], v[6:12], v[12:15], v[15:21], v[21:24]))
+    return plans
+
+
+def _split_views_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
+                         plans: List[ViewPlan]) -> Tensor:
+    """Each view's output written into one preallocated tensor in the input's layout (no ``torch.cat``)."""
+    fmt = _memory_format(x)
+    if _strided_contiguous_cpu(x, stride):
+        x = x.contiguous(memory_format=_CHANNELS_LAST)
+    out: Optional[Tensor] = None
+    for w_start, w_stop, dim, _, _, groups, _, pad, _, dil in plans:
+        b = bias[w_start:w_stop] if bias is not None else None
+        y = F.conv3d(x, weight[w_start:w_stop].unsqueeze(dim), b, stride, pad, dil, groups)
+        if out is None:
+            out = torch.empty((y.shape[0], weight.shape[0], *y.shape[2:]), dtype=y.dtype, device=y.device,
+                              memory_format=fmt)
+        out[:, w_start:w_stop].copy_(y)
+        del y
+    assert out is not None
+    return out
+
+
+def _split_views_backward(grad_out: Tensor, x: Tensor, weight: Tensor, stride: List[int], plans: List[ViewPlan],
+                          need_x: bool, need_w: bool, need_b: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """The input gradient in one buffer, each view's kernel gradient, the bias gradient once.
+
+    On CPU float32 channels_last_3d with stride 1, each view's input gradient is a stride-1 forward convolution
+    with the flipped kernel that oneDNN adds in place; elsewhere the views' ``aten.convolution_backward`` results
+    are summed in place. Gradients that are not needed come back as empty tensors.
     """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], plans: List[ViewPlan]):
-        ctx.save_for_backward(x, weight)
-        internal_cl = _strided_contiguous_cpu(x, stride)
-        if internal_cl:
-            x = x.contiguous(memory_format=_CHANNELS_LAST)
-        out: Optional[Tensor] = None
-        for w_start, w_stop, dim, _, _, groups, _, pad, _, dil in plans:
-            b = bias[w_start:w_stop] if bias is not None else None
-            y = F.conv3d(x, weight[w_start:w_stop].unsqueeze(dim), b, stride, pad, dil, groups)
-            if out is None:
-                shape = (y.shape[0], weight.shape[0], *y.shape[2:])
-                out = torch.empty(shape, dtype=y.dtype, device=y.device, memory_format=_memory_format(y))
-            out[:, w_start:w_stop].copy_(y)
-            del y
-        ctx.stride, ctx.plans, ctx.has_bias, ctx.internal_cl = stride, plans, bias is not None, internal_cl
-        return out.contiguous() if internal_cl else out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: Tensor):
-        x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        need_b = need_b and ctx.has_bias
-        stride, plans = ctx.stride, ctx.plans
-        if ctx.internal_cl:  # as in forward: the strided views run channels-last, the caller gets its own layout
-            x = x.contiguous(memory_format=_CHANNELS_LAST)
-            grad_out = grad_out.contiguous(memory_format=_CHANNELS_LAST)
-        fmt = _memory_format(x)
-        onednn = _can_use_onednn(x, weight, stride)
-        grad_x: Optional[Tensor] = None
-        grad_ws: List[Tensor] = []
-        grad_bs: List[Tensor] = []
-        for w_start, w_stop, dim, _, _, groups, _, pad, _, dil in plans:
-            w = weight[w_start:w_stop].unsqueeze(dim)
-            g = grad_out[:, w_start:w_stop].contiguous(memory_format=fmt)
-            flipped = w.flip(2, 3, 4).transpose(0, 1)
-            q = _transposed_padding(flipped, pad, dil) if onednn else None
-            if q is None:
-                mask = [need_x, need_w, need_b]
-                gx, gw, gb = torch.ops.aten.convolution_backward(
-                    g, x, w, [w_stop - w_start] if need_b else None, stride, pad, dil, False, [0, 0, 0], groups, mask
-                )
-                if need_x:
-                    grad_x = gx if grad_x is None else grad_x.add_(gx)
-                if need_w:
-                    grad_ws.append(gw.squeeze(dim))
-                if need_b:
-                    grad_bs.append(gb)
-                continue
-            # stride 1: the input gradient of this view is the forward conv of g with the flipped kernel (C output
-            # channels, so oneDNN's 16-channel blocking wastes nothing), added in place into one buffer
+    caller_fmt = _memory_format(x)
+    if _strided_contiguous_cpu(x, stride):  # as in forward: the strided views run channels-last
+        x = x.contiguous(memory_format=_CHANNELS_LAST)
+        grad_out = grad_out.contiguous(memory_format=_CHANNELS_LAST)
+    fmt = _memory_format(x)
+    onednn = _can_use_onednn(x, weight, stride)
+    grad_x: Optional[Tensor] = None
+    grad_ws: List[Tensor] = []
+    grad_bs: List[Tensor] = []
+    for w_start, w_stop, dim, _, _, groups, _, pad, _, dil in plans:
+        w = weight[w_start:w_stop].unsqueeze(dim)
+        g = grad_out[:, w_start:w_stop].contiguous(memory_format=fmt)
+        flipped = w.flip(2, 3, 4).transpose(0, 1)
+        q = _transposed_padding(flipped, pad, dil) if onednn else None
+        if q is None:
+            mask = [need_x, need_w, need_b]
+            gx, gw, gb = torch.ops.aten.convolution_backward(
+                g, x, w, [w_stop - w_start] if need_b else None, stride, pad, dil, False, [0, 0, 0], groups, mask
+            )
             if need_x:
-                if grad_x is None:
-                    grad_x = torch.ops.mkldnn._convolution_pointwise(g, flipped, None, q, [1, 1, 1], dil, 1, "none",
-                                                                     [], None)
-                else:
-                    torch.ops.mkldnn._convolution_pointwise_(grad_x, g, flipped, None, q, [1, 1, 1], dil, 1, "add",
-                                                             None, None, [], None)
-            if need_w and (x.shape[1] <= 64 or w_stop - w_start >= 32):
-                # the kernel gradient of that same conv (roles of x and g swapped); oneDNN runs it faster with few
-                # input channels, much slower with >= 128 input channels and < 32 view channels (measured, see
-                # docs/benchmarks.md)
-                gw = torch.ops.aten.convolution_backward(
-                    x, g, flipped, None, [1, 1, 1], q, dil, False, [0, 0, 0], 1, [False, True, False]
-                )[1]
-                grad_ws.append(gw.flip(2, 3, 4).transpose(0, 1).squeeze(dim))
-                if need_b:
-                    grad_bs.append(g.sum(dim=(0, 2, 3, 4)))
-            elif need_w or need_b:
-                _, gw, gb = torch.ops.aten.convolution_backward(
-                    g, x, w, [w_stop - w_start] if need_b else None, stride, pad, dil, False, [0, 0, 0], groups,
-                    [False, need_w, need_b],
-                )
-                if need_w:
-                    grad_ws.append(gw.squeeze(dim))
-                if need_b:
-                    grad_bs.append(gb)
-            del g
-        grad_w = torch.cat(grad_ws, dim=0) if need_w else None
-        grad_b = torch.cat(grad_bs, dim=0) if need_b else None
-        if ctx.internal_cl and grad_x is not None:
-            grad_x = grad_x.contiguous()
-        return grad_x, grad_w, grad_b, None, None
+                grad_x = gx if grad_x is None else grad_x.add_(gx)
+            if need_w:
+                grad_ws.append(gw.squeeze(dim))
+            if need_b:
+                grad_bs.append(gb)
+            continue
+        # stride 1: the input gradient of this view is the forward conv of g with the flipped kernel (C output
+        # channels, so oneDNN's 16-channel blocking wastes nothing), added in place into one buffer
+        if need_x:
+            if grad_x is None:
+                grad_x = torch.ops.mkldnn._convolution_pointwise(g, flipped, None, q, [1, 1, 1], dil, 1, "none",
+                                                                 [], None)
+            else:
+                torch.ops.mkldnn._convolution_pointwise_(grad_x, g, flipped, None, q, [1, 1, 1], dil, 1, "add",
+                                                         None, None, [], None)
+        if need_w and (x.shape[1] <= 64 or w_stop - w_start >= 32):
+            # the kernel gradient of that same conv (roles of x and g swapped); oneDNN runs it faster with few
+            # input channels, much slower with >= 128 input channels and < 32 view channels (measured, see
+            # docs/benchmarks.md)
+            gw = torch.ops.aten.convolution_backward(
+                x, g, flipped, None, [1, 1, 1], q, dil, False, [0, 0, 0], 1, [False, True, False]
+            )[1]
+            grad_ws.append(gw.flip(2, 3, 4).transpose(0, 1).squeeze(dim))
+            if need_b:
+                grad_bs.append(g.sum(dim=(0, 2, 3, 4)))
+        elif need_w or need_b:
+            _, gw, gb = torch.ops.aten.convolution_backward(
+                g, x, w, [w_stop - w_start] if need_b else None, stride, pad, dil, False, [0, 0, 0], groups,
+                [False, need_w, need_b],
+            )
+            if need_w:
+                grad_ws.append(gw.squeeze(dim))
+            if need_b:
+                grad_bs.append(gb)
+        del g
+    # the layouts the fake implementation promises; unneeded gradients are distinct empty tensors (no aliasing)
+    grad_x = grad_x.contiguous(memory_format=caller_fmt) if grad_x is not None else weight.new_empty(0)
+    grad_w = torch.cat(grad_ws, dim=0).contiguous() if need_w else weight.new_empty(0)
+    grad_b = torch.cat(grad_bs, dim=0).contiguous() if need_b else weight.new_empty(0)
+    return grad_x, grad_w, grad_b
+
+
+@torch.library.custom_op("monai_acs::split_views_conv", mutates_args=())
+def _split_views_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
+                    plans: List[int]) -> Tensor:
+    return _split_views_forward(x, weight, bias, stride, _unflat_plans(plans))
+
+
+@_split_views_op.register_fake
+def _(x, weight, bias, stride, plans):
+    w_start, w_stop, dim, _, _, groups, _, pad, _, dil = _unflat_plans(plans)[0]
+    y = F.conv3d(x, weight[w_start:w_stop].unsqueeze(dim), None, stride, pad, dil, groups)
+    return x.new_empty((y.shape[0], weight.shape[0], *y.shape[2:])).contiguous(memory_format=_memory_format(x))
+
+
+@torch.library.custom_op("monai_acs::split_views_conv_backward", mutates_args=())
+def _split_views_backward_op(grad_out: Tensor, x: Tensor, weight: Tensor, stride: List[int], plans: List[int],
+                             need_x: bool, need_w: bool, need_b: bool) -> tuple[Tensor, Tensor, Tensor]:
+    return _split_views_backward(grad_out, x, weight, stride, _unflat_plans(plans), need_x, need_w, need_b)
+
+
+@_split_views_backward_op.register_fake
+def _(grad_out, x, weight, stride, plans, need_x, need_w, need_b):
+    grad_x = x.new_empty(x.shape).contiguous(memory_format=_memory_format(x)) if need_x else weight.new_empty(0)
+    grad_w = weight.new_empty(weight.shape) if need_w else weight.new_empty(0)
+    grad_b = weight.new_empty(weight.shape[:1]) if need_b else weight.new_empty(0)
+    return grad_x, grad_w, grad_b
+
+
+def _split_views_setup(ctx, inputs, output) -> None:
+    x, weight, bias, stride, plans = inputs
+    ctx.save_for_backward(x, weight)  # the input once, as a 2.5D conv keeps it
+    ctx.stride, ctx.plans, ctx.has_bias = stride, plans, bias is not None
+
+
+def _split_views_grad(ctx, grad_out: Tensor):
+    x, weight = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    need_b = need_b and ctx.has_bias
+    grad_x, grad_w, grad_b = _split_views_backward_op(grad_out, x, weight, ctx.stride, ctx.plans, need_x, need_w,
+                                                      need_b)
+    return grad_x if need_x else None, grad_w if need_w else None, grad_b if need_b else None, None, None
+
+
+_split_views_op.register_autograd(_split_views_grad, setup_context=_split_views_setup)
 
 
 @torch.jit.unused
 def _fast_conv_views(
     x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], plans: List[ViewPlan]
 ) -> Tensor:
-    return _SplitViewsConv.apply(x, weight, bias, stride, plans)
+    """Split (ACS) view convolutions as one autograd node that saves only the input and the 2D kernel."""
+    return _split_views_op(x, weight, bias, stride, _flat_plans(plans))
 
 
 def acs_conv3d(
