@@ -69,6 +69,8 @@ LAYER_SHAPES: dict[str, dict[str, Any]] = {
     "a": {"n": 2, "cin": 64, "cout": 64, "size": (48, 48, 48), "stride": 1},
     "b": {"n": 1, "cin": 32, "cout": 32, "size": (64, 128, 128), "stride": 1},
     "c": {"n": 2, "cin": 64, "cout": 128, "size": (48, 48, 48), "stride": 2},
+    # not an issue-7 target: the few channels of the PoC UNet's first level, where views are 5-6 channels wide
+    "d": {"n": 2, "cin": 16, "cout": 16, "size": (64, 64, 64), "stride": 1},
 }
 A3D_SHAPES: dict[str, dict[str, Any]] = {
     "D7": {"n": 2, "cin": 64, "cout": 64, "size": (7, 128, 128), "stride": 1},
@@ -78,6 +80,7 @@ TINY_LAYER_SHAPES: dict[str, dict[str, Any]] = {
     "a": {"n": 1, "cin": 8, "cout": 8, "size": (6, 8, 8), "stride": 1},
     "b": {"n": 1, "cin": 4, "cout": 4, "size": (4, 8, 8), "stride": 1},
     "c": {"n": 1, "cin": 8, "cout": 16, "size": (6, 8, 8), "stride": 2},
+    "d": {"n": 1, "cin": 4, "cout": 4, "size": (6, 6, 6), "stride": 1},
 }
 TINY_A3D_SHAPES: dict[str, dict[str, Any]] = {
     "D3": {"n": 1, "cin": 8, "cout": 8, "size": (3, 8, 8), "stride": 1},
@@ -717,7 +720,7 @@ def main(
         threads: ``torch.set_num_threads`` (CPU). Default 2.
         out: output path without extension. Default ``benchmark_results``.
         sections: comma-separated subset of layers, views, memory, a3d, models, lits.
-        shapes: comma-separated layer shapes among a, b, c.
+        shapes: comma-separated layer shapes among a, b, c (issue 7's) and d (16 channels, off by default).
         formats: memory formats to try, among contiguous and channels_last_3d.
         tiny: tiny shapes everywhere (checks that the script runs; the timings mean nothing).
         script: also time the TorchScript-compiled ACSConv in the layers section. Default True.
@@ -745,6 +748,9 @@ def main(
     if unknown:
         raise ValueError(f"unknown sections {unknown}; choose from {SECTIONS}")
     fmts = as_list(formats)
+    unknown_shapes = sorted(set(as_list(shapes)) - set(LAYER_SHAPES))
+    if unknown_shapes:
+        raise ValueError(f"unknown layer shapes {unknown_shapes}; choose from {sorted(LAYER_SHAPES)}")
     layer_shapes = {k: v for k, v in (TINY_LAYER_SHAPES if tiny else LAYER_SHAPES).items() if k in as_list(shapes)}
     a3d_shapes = TINY_A3D_SHAPES if tiny else A3D_SHAPES
     size = (model_input,) * 3 if isinstance(model_input, int) else tuple(model_input)

@@ -72,7 +72,7 @@ def test_layer_sections_write_expected_rows(bench, tmp_path):
 
 
 def test_compiled_candidates_are_timed_and_compared(bench, tmp_path):
-    result, markdown = _run(bench, tmp_path, sections="layers,a3d", shapes="a", formats="channels_last_3d",
+    result, markdown = _run(bench, tmp_path, sections="layers,a3d", shapes="d", formats="channels_last_3d",
                             script=False, compile=True)
     layer_rows = {row["candidate"] for row in result["sections"]["layers"]["rows"]}
     assert {"acs_compiled/channels_last_3d", "acs_views_compiled/channels_last_3d",
@@ -86,6 +86,8 @@ def test_compiled_candidates_are_timed_and_compared(bench, tmp_path):
 def test_unknown_section_raises(bench, tmp_path):
     with pytest.raises(ValueError, match="unknown sections"):
         bench.main(out=str(tmp_path / "x"), tiny=True, sections="layers,gpu")
+    with pytest.raises(ValueError, match=r"unknown layer shapes \['e'\]"):
+        bench.main(out=str(tmp_path / "x"), tiny=True, sections="layers", shapes="a,e")
 
 
 @pytest.mark.slow

@@ -306,7 +306,7 @@ def _keep_channels_last(out: Tensor, input: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# eager fast path of the split (ACS) views: one autograd node, input gradient accumulated in one buffer
+# fast path of the split (ACS) views (eager and torch.compile): one autograd node, input gradient in one buffer
 # ---------------------------------------------------------------------------------------------------------------------
 _CHANNELS_LAST = torch.channels_last_3d
 _accumulate_checked: list[bool] = []  # filled once by _mkldnn_accumulate_ok()
@@ -321,7 +321,7 @@ def _autocast_on(x: Tensor) -> bool:
 
 def _fast_views_eligible(x: Tensor, plans: List[ViewPlan]) -> bool:
     """Views that read the whole input unpadded and uncropped, with groups=1: the common ACS layer."""
-    if len(plans) < 2 or torch.jit.is_tracing():  # a traced Python autograd.Function cannot be saved
+    if len(plans) < 2 or torch.jit.is_tracing():  # a traced model keeps plain aten ops: it loads without monai_acs
         return False
     if _autocast_on(x):
         return False
@@ -676,7 +676,8 @@ def plan_transposed_views(
     """Precompute the per-view transposed convolutions of a transposed ACS-family layer (see
     :func:`acs_conv_transpose3d`). Axes where a view kernel is smaller than the box run unpadded and are
     re-aligned afterwards with one ``F.pad`` (negative values crop)."""
-    stride3, dilation3 = _triple(stride, "stride"), _triple(dilation, "dilation")
+    _triple(stride, "stride")  # checked here; the views run with the caller's stride
+    dilation3 = _triple(dilation, "dilation")
     padding3, out_pad3 = _triple(padding, "padding"), _triple(output_padding, "output_padding")
     box = box_kernel_size(kernel_hw)
     per_group_out, in_per_group = out_channels // groups, in_channels // groups

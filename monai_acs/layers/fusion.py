@@ -7,7 +7,7 @@ from typing import Any, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ._base import Conv2dWeightLayer, params_from_conv2d
+from ._base import params_from_conv2d
 from .acs import Conv2p5d
 from .functional import default_split, p3d_temporal, shift_depth
 from .registry import register_operator

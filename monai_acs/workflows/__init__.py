@@ -5,7 +5,15 @@ from __future__ import annotations
 from .batches import channels_last_prepare_batch, select_prepare_batch
 from .handlers import ProgressBar, RunCheckpointer
 from .poc import finish_run, pretrained_2d_weights
-from .runs import as_bool, default_run_name, locate_bundle_root, prepare_run_dir, publish_model, require_dataset_dir, save_atomic
+from .runs import (
+    as_bool,
+    default_run_name,
+    locate_bundle_root,
+    prepare_run_dir,
+    publish_model,
+    require_dataset_dir,
+    save_atomic,
+)
 from .segmentation import evaluate_segmentation, feature_mauc_report, format_table, pretrain_2d, write_report
 
 __all__ = [

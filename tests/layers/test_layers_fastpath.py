@@ -1,9 +1,9 @@
 """The eager fast paths of the layers against an independent float64 reference, and against the TorchScript path.
 
-``run_conv_views`` runs split (ACS) views through one ``torch.autograd.Function`` in eager mode (preallocated
-output, input gradient accumulated in one buffer, and on CPU float32 channels_last_3d with stride 1 oneDNN
-convolutions with the flipped kernel for the input and kernel gradients). TorchScript cannot compile an autograd
-Function, so a scripted layer runs the plain per-view ``F.conv3d`` path. Both must equal the reference: ``F.conv3d``
+``run_conv_views`` runs split (ACS) views through one autograd node in eager mode (a registered custom op;
+preallocated output, input gradient accumulated in one buffer, and on CPU float32 channels_last_3d with stride 1
+oneDNN convolutions with the flipped kernel for the input and kernel gradients). A scripted layer runs the plain
+per-view ``F.conv3d`` path instead. Both must equal the reference: ``F.conv3d``
 with the block-sparse box kernel, built here by hand in float64. A3D's slice fusion (a batched matmul) is checked
 against a per-slice loop.
 """
