@@ -15,8 +15,12 @@ Sections (``--sections``, comma separated):
   (b) N=1, 32->32, 64x128x128, stride 1; (c) N=2, 64->128, 48^3, stride 2. Candidates: ``ACSConv``, ``nn.Conv3d``
   with a 1x3x3 kernel (2.5D) and with a 3x3x3 kernel (3D), each with a contiguous and a channels_last_3d input
   (an ``nn.Conv3d`` candidate also has its weight in that format). Ratios compare the fastest format of each.
+  ``--shapes d`` adds N=2, 16->16, 64^3 (few channels; not an issue target). ``--compile True`` adds
+  ``torch.compile`` candidates (ACSConv, the plain three-conv ACS, the 2.5D conv; A3DConv in ``a3d``).
 - ``views``: the floor of any implementation that runs the three views as separate convolutions: the 2.5D conv
   with only one view's share of the output channels, per view, forward + backward, against the full 2.5D conv.
+- ``breakdown``: ``torch.profiler`` self time per operator of one forward + backward of ACS and of the 2.5D conv
+  (the last of ``--formats``), averaged over ``--repeats`` steps: where ACS's extra time goes.
 - ``memory``: per layer candidate, the bytes saved for backward (unique storages packed by
   ``torch.autograd.graph.saved_tensors_hooks``) and the peak resident memory of one forward + backward in a fresh
   subprocess (after one warm-up step, ``/proc/self/clear_refs`` resets the high-water mark; large allocations are
@@ -92,7 +96,7 @@ MEMORY_TARGET = 1.05
 A3D_TARGET = 1.10
 MODEL_TARGETS = {"2.5D twin": 1.2, "3D twin": 0.45}
 LITS_TARGET = 1.2
-SECTIONS = ("layers", "views", "memory", "a3d", "models", "lits")
+SECTIONS = ("layers", "views", "breakdown", "memory", "a3d", "models", "lits")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -460,6 +464,36 @@ def _section_layers(shapes, formats, repeats, warmup, device, script, compiled) 
     return {"rows": rows, "ratios": ratios}
 
 
+def _section_breakdown(shapes, fmt, repeats, device) -> dict[str, Any]:
+    """Where the time of one forward + backward goes, by operator (``torch.profiler``; self time per step)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    rows, notes = [], []
+    for key, spec in shapes.items():
+        case = f"{key}: {_fmt_spec(spec)}"
+        for kind in ("acs", "conv2p5d"):
+            layer, x = _build_layer(kind, spec, fmt, device)
+            step = _layer_step(layer, x)
+            step()
+            _sync(device)
+            with torch.profiler.profile(activities=activities) as prof:
+                for _ in range(repeats):
+                    step()
+                _sync(device)
+            events = [e for e in prof.key_averages() if not e.key.startswith(("autograd::", "ProfilerStep"))]
+            attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+            total = sum(getattr(e, attr) for e in events) / 1e3 / repeats
+            for e in sorted(events, key=lambda e: -getattr(e, attr)):
+                ms = getattr(e, attr) / 1e3 / repeats
+                if ms < 0.01 * total:
+                    break
+                rows.append({"section": "breakdown", "case": case, "candidate": f"{kind}/{fmt}", "op": e.key,
+                             "ms_per_step": ms, "calls_per_step": e.count / repeats})
+            notes.append(f"{case}, {kind}/{fmt}: {total:.1f} ms of operator self time per step")
+    return {"rows": rows, "notes": notes}
+
+
 def _section_views(shapes, fmt, repeats, warmup, device) -> dict[str, Any]:
     from monai_acs.layers.functional import default_split
 
@@ -625,14 +659,21 @@ def _markdown(result: dict[str, Any]) -> str:
         f"- machine: {meta['machine']}; torch {meta['torch']}; device {meta['device']}; threads {meta['threads']}",
         f"- load average (1, 5, 15 min) before: {meta['loadavg_before']}, after: {meta['loadavg_after']}",
         f"- repeats {meta['repeats']} (+{meta['warmup']} warm-up), medians; ratios are medians of per-round ratios",
-        "",
     ]
+    if meta.get("env"):
+        lines.append("- environment: " + ", ".join(f"`{k}={v}`" for k, v in meta["env"].items()))
+    lines.append("")
     for section, data in result["sections"].items():
         lines += [f"## {section}", ""]
         for note in data.get("notes", []):
             lines += [f"- {note}", ""]
         rows = data.get("rows", [])
-        if section == "memory":
+        if section == "breakdown":
+            lines += ["| case | candidate | operator | ms per step | calls per step |", "|---|---|---|---:|---:|"]
+            for row in rows:
+                lines.append(f"| {row['case']} | {row['candidate']} | {row['op']} | {row['ms_per_step']:.1f} | "
+                             f"{row['calls_per_step']:g} |")
+        elif section == "memory":
             lines += ["| case | candidate | saved for backward (MiB) | peak over baseline (MiB) | peak RSS (MiB) |",
                       "|---|---|---:|---:|---:|"]
             for row in rows:
@@ -719,7 +760,8 @@ def main(
         warmup: untimed rounds first. Default 1.
         threads: ``torch.set_num_threads`` (CPU). Default 2.
         out: output path without extension. Default ``benchmark_results``.
-        sections: comma-separated subset of layers, views, memory, a3d, models, lits.
+        sections: comma-separated subset of layers, views, breakdown (profiler: time by operator), memory, a3d,
+            models, lits.
         shapes: comma-separated layer shapes among a, b, c (issue 7's) and d (16 channels, off by default).
         formats: memory formats to try, among contiguous and channels_last_3d.
         tiny: tiny shapes everywhere (checks that the script runs; the timings mean nothing).
@@ -774,6 +816,9 @@ def main(
         "warmup": warmup,
         "tiny": tiny,
         "loadavg_before": [round(v, 2) for v in os.getloadavg()],
+        # allocator and threading settings change CPU timings (docs/benchmarks.md): recorded when set
+        "env": {k: v for k, v in sorted(os.environ.items())
+                if k.startswith(("MALLOC_", "OMP_", "MKL_", "KMP_", "DNNL_", "ONEDNN_")) or k == "LD_PRELOAD"},
     }
     result: dict[str, Any] = {"meta": meta, "sections": {}}
     started = time.time()
@@ -783,6 +828,8 @@ def main(
                                                               compile)
         if "views" in wanted:
             result["sections"]["views"] = _section_views(layer_shapes, fmts[-1], repeats, warmup, dev)
+        if "breakdown" in wanted:
+            result["sections"]["breakdown"] = _section_breakdown(layer_shapes, fmts[-1], repeats, dev)
         if "memory" in wanted:
             result["sections"]["memory"] = _section_memory(layer_shapes, fmts, dev, threads)
         if "a3d" in wanted:

@@ -28,12 +28,13 @@ def _run(bench, tmp_path: Path, **kwargs) -> tuple[dict, str]:
 
 def test_layer_sections_write_expected_rows(bench, tmp_path):
     result, markdown = _run(
-        bench, tmp_path, sections="layers,views,memory,a3d", shapes="a", formats="channels_last_3d", script=True
+        bench, tmp_path, sections="layers,views,breakdown,memory,a3d", shapes="a", formats="channels_last_3d",
+        script=True,
     )
     meta = result["meta"]
     assert meta["tiny"] and meta["threads"] == 1 and len(meta["loadavg_before"]) == 3 and "loadavg_after" in meta
     sections = result["sections"]
-    assert list(sections) == ["layers", "views", "memory", "a3d"]
+    assert list(sections) == ["layers", "views", "breakdown", "memory", "a3d"]
 
     layers = sections["layers"]
     cases = {row["case"] for row in layers["rows"]}
@@ -51,6 +52,12 @@ def test_layer_sections_write_expected_rows(bench, tmp_path):
     assert {"conv2p5d (all channels)", "sum of the three views"} <= views
     assert any(v.startswith("axial view alone") for v in views)
 
+    breakdown = sections["breakdown"]["rows"]
+    assert {row["candidate"] for row in breakdown} == {"acs/channels_last_3d", "conv2p5d/channels_last_3d"}
+    ops = {row["op"] for row in breakdown if row["candidate"] == "acs/channels_last_3d"}
+    assert any("conv" in op for op in ops), ops
+    assert all(row["ms_per_step"] > 0 and row["calls_per_step"] > 0 for row in breakdown)
+
     memory = sections["memory"]["rows"]
     assert {row["candidate"] for row in memory} == {f"{k}/channels_last_3d" for k in ("acs", "conv2p5d", "conv3d")}
     for row in memory:  # a fresh subprocess measured each candidate
@@ -67,7 +74,7 @@ def test_layer_sections_write_expected_rows(bench, tmp_path):
     assert 0 < saved["a3d/channels_last_3d"] <= 1.05 * saved["conv2p5d/channels_last_3d"] + 2**12  # + P, the kernel
     assert any("bytes saved for backward" in note for note in a3d["notes"])
 
-    for heading in ("## layers", "## views", "## memory", "## a3d", "acs / fastest conv2p5d", "load average"):
+    for heading in ("## layers", "## views", "## breakdown", "## memory", "## a3d", "acs / fastest conv2p5d", "load average"):
         assert heading in markdown
 
 
