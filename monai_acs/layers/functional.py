@@ -561,9 +561,26 @@ def _split_views_grad(ctx, grad_out: Tensor):
     x, weight = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     need_b = need_b and ctx.has_bias
+    if torch.is_grad_enabled():  # create_graph=True (double backward, gradient penalties): differentiable ops
+        return _split_views_grad_differentiable(grad_out, x, weight, ctx.stride, _unflat_plans(ctx.plans), need_x,
+                                                need_w, need_b)
     grad_x, grad_w, grad_b = _split_views_backward_op(grad_out, x, weight, ctx.stride, ctx.plans, need_x, need_w,
                                                       need_b)
     return grad_x if need_x else None, grad_w if need_w else None, grad_b if need_b else None, None, None
+
+
+def _split_views_grad_differentiable(grad_out: Tensor, x: Tensor, weight: Tensor, stride: List[int],
+                                    plans: List[ViewPlan], need_x: bool, need_w: bool, need_b: bool):
+    """The same gradients through plain autograd ops (per-view ``F.conv3d``), so that they have gradients too."""
+    with torch.enable_grad():
+        outs = [F.conv3d(x, weight[p[0]:p[1]].unsqueeze(p[2]), None, stride, p[7], p[9], p[5]) for p in plans]
+        out = torch.cat(outs, dim=1)
+        wanted = [t for t, need in ((x, need_x), (weight, need_w)) if need]
+        grads = list(torch.autograd.grad(out, wanted, grad_out, create_graph=True)) if wanted else []
+    grad_x = grads.pop(0) if need_x else None
+    grad_w = grads.pop(0) if need_w else None
+    grad_b = grad_out.sum(dim=(0, 2, 3, 4)) if need_b else None
+    return grad_x, grad_w, grad_b, None, None
 
 
 _split_views_op.register_autograd(_split_views_grad, setup_context=_split_views_setup)
