@@ -867,12 +867,19 @@ class _MixThenConv(torch.autograd.Function):
         return y
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
         x, fusion, weight = ctx.saved_tensors
         need_x, need_p, need_w, need_b = ctx.needs_input_grad[:4]
         need_b = need_b and ctx.has_bias
         _, _, dim, _, _, groups, _, pad, _, dil = ctx.plan
+        if torch.is_grad_enabled():  # create_graph=True (double backward): the same gradients, differentiable
+            wanted = [t for t, need in ((x, need_x), (fusion, need_p), (weight, need_w)) if need]
+            grads = []
+            if wanted:
+                y = F.conv3d(_a3d_mix(x, fusion), weight.unsqueeze(dim), None, ctx.stride, pad, dil, groups)
+                grads = list(torch.autograd.grad(y, wanted, grad_out, create_graph=True))
+            return (grads.pop(0) if need_x else None, grads.pop(0) if need_p else None,
+                    grads.pop(0) if need_w else None, grad_out.sum(dim=(0, 2, 3, 4)) if need_b else None, None, None)
         mixed = _a3d_mix(x, fusion)
         need_mixed = need_x or need_p
         grad_m, grad_w, grad_b = torch.ops.aten.convolution_backward(

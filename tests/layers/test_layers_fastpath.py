@@ -298,23 +298,34 @@ def test_autocast_runs_the_composed_ops(kind):
     torch.testing.assert_close(gx, gx32, rtol=0.05, atol=0.1)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_double_backward_through_the_fused_node(stride):
-    """create_graph=True (gradient penalties, double backward) differentiates the fused node's gradients: its
-    backward switches to plain autograd ops, checked against finite differences."""
+@pytest.mark.parametrize("kind", ["acs", "acs-stride2", "a3d"])
+def test_double_backward_through_the_fused_nodes(kind):
+    """create_graph=True (gradient penalties, double backward) differentiates the fused nodes' gradients: their
+    backward switches to plain autograd ops. The first-order gradients must not change, and the second-order ones
+    are checked against finite differences."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, 2, 3, 4, 4, dtype=torch.double, generator=gen).requires_grad_(True)
-    w = torch.randn(3, 2, 3, 3, dtype=torch.double, generator=gen).requires_grad_(True)
-    b = torch.randn(3, dtype=torch.double, generator=gen).requires_grad_(True)
+    if kind == "a3d":
+        layer = A3DConv(2, 3, 3, padding=1, depth=3).double()
+        params = (layer.fusion, layer.weight, layer.bias)
+        fused = "_MixThenConvBackward"
 
-    def fn(x, w, b):
-        return acs_conv3d(x, w, b, stride=stride, padding=1)
+        def fn(x, p, w, b):
+            return torch.func.functional_call(layer, {"fusion": p, "weight": w, "bias": b}, (x,))
+    else:
+        params = tuple(torch.randn(s, dtype=torch.double, generator=gen).requires_grad_(True)
+                       for s in ((3, 2, 3, 3), (3,)))
+        fused = FUSED_ACS
 
-    out = fn(x, w, b)
-    assert FUSED_ACS in type(out.grad_fn).__name__
+        def fn(x, w, b):
+            return acs_conv3d(x, w, b, stride=2 if kind == "acs-stride2" else 1, padding=1)
+
+    inputs = (x, *params)
+    out = fn(*inputs)
+    assert fused in type(out.grad_fn).__name__
     grad = torch.randn(out.shape, dtype=torch.double, generator=gen)
-    with_graph = torch.autograd.grad(out, (x, w, b), grad, create_graph=True, retain_graph=True)
-    without = torch.autograd.grad(out, (x, w, b), grad)
+    with_graph = torch.autograd.grad(out, inputs, grad, create_graph=True, retain_graph=True)
+    without = torch.autograd.grad(out, inputs, grad)
     for a, e in zip(with_graph, without):  # the first-order gradients agree, whichever path computes them
         torch.testing.assert_close(a, e)
-    assert torch.autograd.gradgradcheck(fn, (x, w, b), fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=True)
