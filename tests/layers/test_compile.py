@@ -59,3 +59,33 @@ def test_fused_acs_custom_ops_pass_opcheck(fmt, stride):
     for needs in ((True, True, True), (False, True, False), (True, False, False)):
         torch.library.opcheck(torch.ops.monai_acs.split_views_conv_backward.default,
                               (grad_out, x.detach(), layer.weight.detach(), strides, plans, *needs))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+def test_saved_torchscript_loads_without_monai_acs(tmp_path):
+    """Scripted and traced layers run the composed aten ops, not the custom op: a fresh process that never imports
+    monai_acs loads them and computes the same outputs."""
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 5, 6, 7)
+    expected = {}
+    for name, layer in (("acs", ACSConv(4, 6, 3, padding=1)), ("a3d", A3DConv(4, 6, 3, padding=1, depth=5))):
+        torch.jit.script(layer).save(str(tmp_path / f"{name}_script.pt"))
+        torch.jit.trace(layer, x).save(str(tmp_path / f"{name}_trace.pt"))
+        expected[name] = layer(x).detach()
+    torch.save({"x": x, **expected}, tmp_path / "expected.pt")
+    code = (
+        "import sys, torch\n"
+        f"d = {str(tmp_path)!r}\n"
+        "ref = torch.load(d + '/expected.pt')\n"
+        "for name in ('acs', 'a3d'):\n"
+        "    for how in ('script', 'trace'):\n"
+        "        out = torch.jit.load(f'{d}/{name}_{how}.pt')(ref['x'])\n"
+        "        torch.testing.assert_close(out, ref[name], rtol=1e-5, atol=1e-5)\n"
+        "assert 'monai_acs' not in sys.modules\n"
+        "print('loaded')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert done.returncode == 0 and "loaded" in done.stdout, done.stderr[-2000:]
