@@ -487,6 +487,7 @@ def _split_views_backward(grad_out: Tensor, x: Tensor, weight: Tensor, stride: L
                 grad_ws.append(gw.squeeze(dim))
             if need_b:
                 grad_bs.append(gb)
+            del gx, gw, gb, g  # before the next view allocates its own: one input-size temporary at a time
             continue
         # stride 1: the input gradient of this view is the forward conv of g with the flipped kernel (C output
         # channels, so oneDNN's 16-channel blocking wastes nothing), added in place into one buffer
