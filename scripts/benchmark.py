@@ -96,6 +96,7 @@ MEMORY_TARGET = 1.05
 A3D_TARGET = 1.10
 MODEL_TARGETS = {"2.5D twin": 1.2, "3D twin": 0.45}
 LITS_TARGET = 1.2
+COMPILED_LAYER_KINDS = ("acs_compiled", "acs_views_compiled", "conv2p5d_compiled")  # --compile True
 SECTIONS = ("layers", "views", "breakdown", "memory", "a3d", "models", "lits")
 
 
@@ -441,7 +442,7 @@ def _section_layers(shapes, formats, repeats, warmup, device, script, compiled) 
             layer, x = _build_layer("acs_script", spec, formats[-1], device)
             fns[f"acs_script/{formats[-1]}"] = _layer_step(layer, x)
             extra[f"acs_script/{formats[-1]}"] = {"gmacs_fwd": _conv_macs(spec, 9) / 1e9}
-        for kind in ("acs_compiled", "acs_views_compiled", "conv2p5d_compiled") if compiled else ():
+        for kind in COMPILED_LAYER_KINDS if compiled else ():
             layer, x = _build_layer(kind, spec, formats[-1], device)
             fns[f"{kind}/{formats[-1]}"] = _layer_step(layer, x)
             extra[f"{kind}/{formats[-1]}"] = {"gmacs_fwd": _conv_macs(spec, 9) / 1e9}
@@ -458,7 +459,7 @@ def _section_layers(shapes, formats, repeats, warmup, device, script, compiled) 
         if script:
             ratios.append(_ratio("layers", case, "acs scripted / acs eager", f"acs_script/{formats[-1]}",
                                  f"acs/{formats[-1]}", times, None))
-        for kind in ("acs_compiled", "acs_views_compiled", "conv2p5d_compiled") if compiled else ():
+        for kind in COMPILED_LAYER_KINDS if compiled else ():
             ratios.append(_ratio("layers", case, f"{kind} / fastest conv2p5d", f"{kind}/{formats[-1]}",
                                  best["conv2p5d"], times, None))
     return {"rows": rows, "ratios": ratios}
