@@ -256,6 +256,7 @@ def run_conv_views(
     if len(mode_pad) > 0:
         x = F.pad(x, mode_pad, mode=padding_mode)
     if not torch.jit.is_scripting():
+        x = _preferred_layout(x)
         if not mean and _fast_views_eligible(x, plans):
             return _fast_conv_views(x, weight, bias, stride, plans)
     outputs: List[Tensor] = []
@@ -289,7 +290,7 @@ def run_conv_views(
         out = outputs[0]
     else:
         out = torch.cat(outputs, dim=1)
-    return _keep_channels_last(out, input)
+    return _keep_channels_last(out, x)
 
 
 def _keep_channels_last(out: Tensor, input: Tensor) -> Tensor:
@@ -402,13 +403,30 @@ def _can_use_onednn(x: Tensor, weight: Tensor, stride: List[int]) -> bool:
     return _mkldnn_accumulate_ok()
 
 
-def _strided_contiguous_cpu(x: Tensor, stride: List[int]) -> bool:
-    """A plainly contiguous CPU float32 input of a strided layer: its views run faster channels-last (oneDNN's
-    strided convolutions and their backward are several times slower in the contiguous layout, measured in
-    docs/benchmarks.md), even with the layout changes in and out."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and any(s != 1 for s in stride)
-            and x.is_contiguous() and not x.is_contiguous(memory_format=_CHANNELS_LAST)
-            and torch.backends.mkldnn.enabled)
+@torch.jit.unused
+def _prefers_channels_last(x: Tensor) -> bool:
+    """The layout rule of the eager layers: where they compute in channels_last_3d whatever the caller's layout.
+
+    | device | dtype   | layout the layer computes in                        | why (docs/benchmarks.md)          |
+    |--------|---------|-----------------------------------------------------|-----------------------------------|
+    | CPU    | float32 | channels_last_3d (one copy of a contiguous input)   | oneDNN's 3D convolutions and their |
+    |        |         |                                                     | backward run 1.5-3x faster in it  |
+    | other  | any     | the caller's (cuDNN picks its own; AMP, bfloat16    | not measured here: left as given  |
+    |        |         | and half on CPU are left as given)                  |                                   |
+
+    The output stays in the layout the layer computed in, as ``nn.Conv3d`` does for a channels-last weight, so the
+    rest of a network (normalisation, activations, the next layers) runs channels-last too and only the network's
+    first layer pays the copy.
+    """
+    return x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 5
+
+
+@torch.jit.unused
+def _preferred_layout(x: Tensor) -> Tensor:
+    """``x`` in the layout :func:`_prefers_channels_last` picks (no copy when it is already there)."""
+    if _prefers_channels_last(x) and not x.is_contiguous(memory_format=_CHANNELS_LAST):
+        return x.contiguous(memory_format=_CHANNELS_LAST)
+    return x
 
 
 # The fused node is a pair of registered custom ops (forward, backward) with fake implementations, so that
@@ -436,8 +454,6 @@ def _split_views_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stri
                          plans: List[ViewPlan]) -> Tensor:
     """Each view's output written into one preallocated tensor in the input's layout (no ``torch.cat``)."""
     fmt = _memory_format(x)
-    if _strided_contiguous_cpu(x, stride):
-        x = x.contiguous(memory_format=_CHANNELS_LAST)
     out: Optional[Tensor] = None
     for w_start, w_stop, dim, _, _, groups, _, pad, _, dil in plans:
         b = bias[w_start:w_stop] if bias is not None else None
@@ -459,10 +475,6 @@ def _split_views_backward(grad_out: Tensor, x: Tensor, weight: Tensor, stride: L
     with the flipped kernel that oneDNN adds in place; elsewhere the views' ``aten.convolution_backward`` results
     are summed in place. Gradients that are not needed come back as empty tensors.
     """
-    caller_fmt = _memory_format(x)
-    if _strided_contiguous_cpu(x, stride):  # as in forward: the strided views run channels-last
-        x = x.contiguous(memory_format=_CHANNELS_LAST)
-        grad_out = grad_out.contiguous(memory_format=_CHANNELS_LAST)
     fmt = _memory_format(x)
     onednn = _can_use_onednn(x, weight, stride)
     grad_x: Optional[Tensor] = None
@@ -509,7 +521,7 @@ def _split_views_backward(grad_out: Tensor, x: Tensor, weight: Tensor, stride: L
             grad_ws.append(gw.squeeze(dim))
         del g
     # the layouts the fake implementation promises; unneeded gradients are distinct empty tensors (no aliasing)
-    grad_x = grad_x.contiguous(memory_format=caller_fmt) if grad_x is not None else weight.new_empty(0)
+    grad_x = grad_x.contiguous(memory_format=fmt) if grad_x is not None else weight.new_empty(0)
     grad_w = torch.cat(grad_ws, dim=0).contiguous() if need_w else weight.new_empty(0)
     return grad_x, grad_w, grad_b
 
@@ -859,7 +871,8 @@ class _MixThenConv(torch.autograd.Function):
                 plan: ViewPlan):
         _, _, dim, _, _, groups, _, pad, _, dil = plan
         x = x.contiguous()  # the mix's layout: a channels_last_3d input is copied once, here, and that copy is kept
-        y = F.conv3d(_a3d_mix(x, fusion), weight.unsqueeze(dim), bias, stride, pad, dil, groups)
+        # the conv in the layout of the layout rule (channels-last on CPU float32: the output stays in it)
+        y = F.conv3d(_preferred_layout(_a3d_mix(x, fusion)), weight.unsqueeze(dim), bias, stride, pad, dil, groups)
         ctx.save_for_backward(x, fusion, weight)
         ctx.stride, ctx.plan, ctx.has_bias = stride, plan, bias is not None
         return y
@@ -876,7 +889,9 @@ class _MixThenConv(torch.autograd.Function):
                 [(x, need_x), (fusion, need_p), (weight, need_w)], grad_out,
             )
             return (*grads, grad_out.sum(dim=(0, 2, 3, 4)) if need_b else None, None, None)
-        mixed = _a3d_mix(x, fusion)
+        mixed = _preferred_layout(_a3d_mix(x, fusion))
+        if mixed.is_contiguous(memory_format=_CHANNELS_LAST) and not grad_out.is_contiguous(memory_format=_CHANNELS_LAST):
+            grad_out = grad_out.contiguous(memory_format=_CHANNELS_LAST)
         need_mixed = need_x or need_p
         grad_m, grad_w, grad_b = torch.ops.aten.convolution_backward(
             grad_out, mixed, weight.unsqueeze(dim), [weight.shape[0]] if need_b else None, ctx.stride, pad, dil,
@@ -887,7 +902,7 @@ class _MixThenConv(torch.autograd.Function):
         grad_p: Optional[Tensor] = None
         if need_mixed:
             n, c, d, h, w = x.shape
-            g = grad_m.reshape(n, c, d, h * w)
+            g = grad_m.contiguous().view(n, c, d, h * w)  # the mix's layout
             if need_p:  # dP[d, k, c] = sum over n and pixels of x[n, c, d] * g[n, c, k]
                 grad_p = torch.matmul(x.reshape(n, c, d, h * w), g.transpose(-1, -2)).sum(0).permute(1, 2, 0)
             if need_x:  # dx[n, c, d] = sum_k P[d, k, c] g[n, c, k]
