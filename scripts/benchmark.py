@@ -2,10 +2,13 @@
 
 Usage (from the repository root):
 
+    python scripts/benchmark.py --quick True --out bench/quick  # what users run, in minutes: layers, memory, a3d,
+                                                                #   models (default layout beside the best one)
     python scripts/benchmark.py --out bench/cpu                 # everything, CPU, 2 threads
     python scripts/benchmark.py --sections layers,memory --repeats 9
     python scripts/benchmark.py --sections lits --lits_volume 32,256,256 --lits_roi 16,256,256
     python scripts/benchmark.py --device cuda --threads 16       # the same on a GPU
+    python scripts/benchmark.py --device cuda --amp True         # ... under torch.autocast (float16)
     python scripts/benchmark.py --tiny --out /tmp/bench          # tiny shapes: checks the script runs, times nothing
 
 Sections (``--sections``, comma separated):
@@ -14,7 +17,9 @@ Sections (``--sections``, comma separated):
   parameter, with a fixed random output gradient), K = 3, for the issue's shapes (a) N=2, 64->64, 48^3, stride 1;
   (b) N=1, 32->32, 64x128x128, stride 1; (c) N=2, 64->128, 48^3, stride 2. Candidates: ``ACSConv``, ``nn.Conv3d``
   with a 1x3x3 kernel (2.5D) and with a 3x3x3 kernel (3D), each with a contiguous and a channels_last_3d input
-  (an ``nn.Conv3d`` candidate also has its weight in that format). Ratios compare the fastest format of each.
+  (an ``nn.Conv3d`` candidate also has its weight in that format). Ratios compare the fastest format of each,
+  and, first, ACS in the *default layout* (a contiguous input, as MONAI transforms and the bundles deliver it)
+  against the fastest format of the 2.5D and 3D convolutions: what a user gets without choosing a layout.
   ``--shapes d`` adds N=2, 16->16, 64^3 (few channels; not an issue target). ``--compile True`` adds
   ``torch.compile`` candidates (ACSConv, the plain three-conv ACS, the 2.5D conv; A3DConv in ``a3d``).
 - ``views``: the floor of any implementation that runs the three views as separate convolutions: the 2.5D conv
@@ -26,13 +31,17 @@ Sections (``--sections``, comma separated):
   subprocess (after one warm-up step, ``/proc/self/clear_refs`` resets the high-water mark; large allocations are
   forced to ``mmap`` so that freed tensors leave the resident set). On CUDA: ``torch.cuda.max_memory_allocated``.
 - ``a3d``: ``A3DConv`` (D = 7: N=2, 64->64, 7x128x128; D = 48: shape (a)) against the 2.5D conv, forward + backward.
-- ``models``: one training step (zero_grad, forward, cross-entropy, backward, SGD step) of the LIDC segmentation
-  network (``monai_acs.networks.lidc_seg_net``) built with ``acs``, ``conv2p5d`` and ``i3d``, and of the DeepLesion
-  backbone with ``a3d``, ``conv2p5d`` and ``i3d`` when ``monai_acs.networks`` has one; plus the peak resident memory
-  of one step in a fresh subprocess.
+- ``models``: one training step (zero_grad, forward, cross-entropy, backward, SGD step) of the bundles' networks,
+  each built by its ``monai_acs.networks`` constructor with the main operator and with its 2.5D (``conv2p5d``) and
+  3D (``i3d``) twins, in the same run: the LIDC ResNet-18 FCN (``lidc_seg_net``, ACS), the DeepLesion DenseNet
+  backbone (A3D), the PoC UNet (``poc_unet``, ACS) and the LiTS DeepLabV3-ResNet-101 (``lits_deeplab``, ACS); plus
+  the peak resident memory of one step in a fresh subprocess. The "default layout" ratios feed the network as built
+  a contiguous batch.
 - ``lits``: MONAI ``sliding_window_inference`` of the LiTS network (``monai_acs.networks.lits_deeplab``) over a
   ``--lits_volume`` volume with ``--lits_roi`` windows, seconds and peak memory per operator, each in a fresh
   subprocess (the issue's setting is 128x512x512 with 64x512x512 windows; shrink it on a CPU).
+
+``--amp True`` runs every forward under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU).
 
 Timing: every candidate of a table runs in the same process, interleaved round by round (the order rotates each
 round) after ``--warmup`` untimed rounds; a table reports the median seconds and, for each ratio, the median of the
@@ -90,11 +99,12 @@ TINY_A3D_SHAPES: dict[str, dict[str, Any]] = {
     "D3": {"n": 1, "cin": 8, "cout": 8, "size": (3, 8, 8), "stride": 1},
     "D6": {"n": 1, "cin": 8, "cout": 8, "size": (6, 6, 6), "stride": 1},
 }
-# targets of issue 7: (numerator, denominator) -> upper bound of the ratio
-LAYER_TARGETS = {("acs", "conv2p5d"): 1.15, ("acs", "conv3d"): 0.45}
+# targets of issue 16 (issue 7's were 1.15 and 0.45, now the stretch): (numerator, denominator) -> upper bound
+LAYER_TARGETS = {("acs", "conv2p5d"): 1.3, ("acs", "conv3d"): 0.6}
 MEMORY_TARGET = 1.05
 A3D_TARGET = 1.10
 MODEL_TARGETS = {"2.5D twin": 1.2, "3D twin": 0.45}
+DEFAULT_FORMAT = "contiguous"  # what MONAI transforms and the bundles (without --channels_last) hand a network
 LITS_TARGET = 1.2
 COMPILED_LAYER_KINDS = ("acs_compiled", "acs_views_compiled", "conv2p5d_compiled")  # --compile True
 SECTIONS = ("layers", "views", "breakdown", "memory", "a3d", "models", "lits")
@@ -211,14 +221,26 @@ def _build_layer(kind: str, spec: dict[str, Any], fmt: str, device: torch.device
     return layer, x.requires_grad_(True)
 
 
+_AMP: list[bool] = [False]  # set by main(--amp): every timed forward runs under torch.autocast
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` (float16 on CUDA, bfloat16 on CPU) when ``--amp True``, else nothing."""
+    if not _AMP[0]:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+
+
 def _layer_step(layer: nn.Module, x: Tensor) -> Callable[[], Any]:
     """forward + backward: the gradients of the input and of every parameter, for a fixed output gradient."""
     inputs = [x] + [p for p in layer.parameters() if p.requires_grad]
-    with torch.no_grad():
-        grad = torch.randn_like(layer(x))
+    with torch.no_grad(), _autocast(x.device):
+        grad = torch.randn_like(layer(x))  # in the layout (and dtype) of the layer's output, as the next layer's
 
     def step() -> Any:
-        return torch.autograd.grad(layer(x), inputs, grad)
+        with _autocast(x.device):
+            out = layer(x)
+        return torch.autograd.grad(out, inputs, grad)
 
     return step
 
@@ -285,6 +307,18 @@ def _build_model(net: str, operator: str, fmt: str, spec: dict[str, Any], device
         in_channels = spec.get("in_channels", 1)
         x = torch.randn(spec["n"], in_channels, *spec["size"])
         target = None
+    elif net == "poc":  # the proof-of-concept UNet (MONAI UNet), 6 classes, 1 channel
+        from monai_acs.networks import poc_unet
+
+        model = poc_unet(operator, depth=spec["size"][0])
+        x = torch.randn(spec["n"], 1, *spec["size"])
+        target = torch.randint(0, 6, (spec["n"], *spec["size"]))
+    elif net == "lits_train":  # the LiTS DeepLabV3-ResNet-101, one training step on a crop
+        from monai_acs.networks import lits_deeplab
+
+        model = lits_deeplab(operator, return_dict=False)
+        x = torch.randn(spec["n"], 3, *spec["size"])
+        target = torch.randint(0, 3, (spec["n"], *spec["size"]))
     elif net == "lits":
         from monai_acs.networks import lits_deeplab
 
@@ -311,7 +345,8 @@ def _train_step(model: nn.Module, x: Tensor, target: Tensor | None) -> Callable[
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
-        loss = _loss(model(x), target)
+        with _autocast(x.device):
+            loss = _loss(model(x), target)
         loss.backward()
         opt.step()
         return float(loss.detach())
@@ -360,6 +395,7 @@ def _reset_peak() -> bool:
 def _worker(spec_json: str) -> None:
     """Entry of the memory subprocess: build one candidate, warm up, reset the peak, run once, print JSON."""
     job = json.loads(spec_json)
+    _AMP[0] = bool(job.get("amp", False))
     torch.set_num_threads(job["threads"])
     device = torch.device(job["device"])
     if job["what"] == "layer":
@@ -396,6 +432,7 @@ def _worker(spec_json: str) -> None:
 
 
 def _run_worker(job: dict[str, Any]) -> dict[str, Any]:
+    job = dict(job, amp=_AMP[0])
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "_worker", json.dumps(job)],
@@ -451,6 +488,10 @@ def _section_layers(shapes, formats, repeats, warmup, device, script, compiled) 
             info["gflops_per_s"] = 2 * 3 * info["gmacs_fwd"] / statistics.median(times[name])
         rows += _rows_from_times("layers", case, times, extra)
         best = {kind: _fastest(times, kind) for kind in ("acs", "conv2p5d", "conv3d")}
+        if DEFAULT_FORMAT in formats:  # what users run: ACS fed the contiguous input the bundles deliver
+            for (num, den), target in LAYER_TARGETS.items():
+                ratios.append(_ratio("layers", case, f"{num} default layout ({DEFAULT_FORMAT} input) / fastest {den}",
+                                     f"{num}/{DEFAULT_FORMAT}", best[den], times, target))
         for (num, den), target in LAYER_TARGETS.items():
             ratios.append(_ratio("layers", case, f"{num} / fastest {den}", best[num], best[den], times, target))
         for fmt in formats:
@@ -539,6 +580,12 @@ def _section_memory(shapes, formats, device, threads) -> dict[str, Any]:
                 found[name] = dict(res, saved_bytes=saved)
                 rows.append({"section": "memory", "case": case, "candidate": name, **found[name]})
         peak_key = "cuda_peak_over_baseline" if device.type == "cuda" else "peak_over_baseline"
+        if DEFAULT_FORMAT in formats:
+            smallest = min(found[f"conv2p5d/{fmt}"][peak_key] for fmt in formats)
+            value = found[f"acs/{DEFAULT_FORMAT}"][peak_key] / max(smallest, 1)
+            ratios.append({"section": "memory", "case": case,
+                           "name": f"acs default layout ({DEFAULT_FORMAT} input) / smallest conv2p5d peak",
+                           "value": value, "target": MEMORY_TARGET, "met": bool(value <= MEMORY_TARGET)})
         for fmt in formats:
             for metric, label in ((peak_key, "peak"), ("saved_bytes", "saved for backward")):
                 value = found[f"acs/{fmt}"][metric] / max(found[f"conv2p5d/{fmt}"][metric], 1)
@@ -566,6 +613,9 @@ def _section_a3d(shapes, formats, repeats, warmup, device, compiled) -> dict[str
         notes.append(f"{case}, bytes saved for backward (MiB): " + ", ".join(
             f"{name} {_mib(v['saved_bytes'])}" for name, v in saved.items()))
         best = {kind: _fastest(times, kind) for kind in ("a3d", "a3d_keep_mix", "conv2p5d")}
+        if DEFAULT_FORMAT in formats:
+            ratios.append(_ratio("a3d", case, f"a3d default layout ({DEFAULT_FORMAT} input) / fastest conv2p5d",
+                                 f"a3d/{DEFAULT_FORMAT}", best["conv2p5d"], times, A3D_TARGET))
         ratios.append(_ratio("a3d", case, "a3d / fastest conv2p5d", best["a3d"], best["conv2p5d"], times, A3D_TARGET))
         ratios.append(_ratio("a3d", case, "a3d recompute_mix=False / fastest conv2p5d", best["a3d_keep_mix"],
                              best["conv2p5d"], times, A3D_TARGET))
@@ -596,6 +646,10 @@ def _section_models(model_specs, formats, repeats, warmup, device, threads, memo
         times = _interleave(fns, repeats, warmup, device)
         rows += _rows_from_times("models", case, times)
         best = {op: _fastest(times, op) for op in operators}
+        if DEFAULT_FORMAT in formats:  # the network as built, fed contiguous batches: what the bundles run
+            for twin, key in (("2.5D twin", "conv2p5d"), ("3D twin", "i3d")):
+                ratios.append(_ratio("models", case, f"{main} default layout ({DEFAULT_FORMAT} input) / fastest {twin}",
+                                     f"{main}/{DEFAULT_FORMAT}", best[key], times, MODEL_TARGETS[twin]))
         ratios.append(_ratio("models", case, f"{main} / fastest 2.5D twin", best[main], best["conv2p5d"], times,
                              MODEL_TARGETS["2.5D twin"]))
         if "a3d_keep_mix" in best:
@@ -657,7 +711,8 @@ def _markdown(result: dict[str, Any]) -> str:
         "# monai-acs benchmark",
         "",
         f"- command: `{meta['command']}`",
-        f"- machine: {meta['machine']}; torch {meta['torch']}; device {meta['device']}; threads {meta['threads']}",
+        f"- machine: {meta['machine']}; torch {meta['torch']}; device {meta['device']}; threads {meta['threads']}"
+        + ("; AMP (torch.autocast)" if meta.get("amp") else ""),
         f"- load average (1, 5, 15 min) before: {meta['loadavg_before']}, after: {meta['loadavg_after']}",
         f"- repeats {meta['repeats']} (+{meta['warmup']} warm-up), medians; ratios are medians of per-round ratios",
     ]
@@ -747,11 +802,16 @@ def main(
     model_input: tuple[int, int, int] | int = (48, 48, 48),
     model_batch: int = 1,
     deeplesion_input: tuple[int, int, int] = (7, 256, 256),
+    poc_input: tuple[int, int, int] = (48, 48, 48),
+    poc_batch: int = 2,
+    lits_train_input: tuple[int, int, int] = (16, 96, 96),
     lits_volume: tuple[int, int, int] = (128, 512, 512),
     lits_roi: tuple[int, int, int] = (64, 512, 512),
     lits_overlap: float = 0.25,
     lits_repeats: int = 1,
-    models: str | tuple = "lidc_seg,deeplesion",
+    models: str | tuple = "lidc_seg,deeplesion,poc,lits_train",
+    amp: bool = False,
+    quick: bool = False,
 ) -> str:
     """Run the benchmark and write ``<out>.json`` and ``<out>.md``.
 
@@ -770,18 +830,34 @@ def main(
         compile: also time ``torch.compile`` (inductor) of ACSConv, of the plain three-conv ACS, of the 2.5D conv
             (layers section) and of A3DConv (a3d section). Needs a C++ compiler on CPU. Default False.
         model_input: (D, H, W) of the LIDC network input, 3 channels. Default 48^3.
-        model_batch: batch size of the model train steps. Default 1.
+        model_batch: batch size of the LIDC and DeepLesion train steps (LiTS: 2, as in its bundle). Default 1.
         deeplesion_input: (D, H, W) of the DeepLesion backbone input, 1 channel. Default 7x256x256.
+        poc_input: (D, H, W) of the PoC UNet input, 1 channel (the bundle's 48^3). Default 48^3.
+        poc_batch: batch size of the PoC UNet train step (the bundle's 2). Default 2.
+        lits_train_input: (D, H, W) of the LiTS DeepLabV3-ResNet-101 train step, 3 channels (the bundle trains on
+            64x224x224 crops; a CPU takes minutes per step there). Default 16x96x96.
         lits_volume: (D, H, W) of the LiTS volume. Default 128x512x512 (the issue's; heavy on a CPU).
         lits_roi: sliding-window ROI. Default 64x512x512.
         lits_overlap: sliding-window overlap. Default 0.25 (MONAI's).
         lits_repeats: fresh-process runs per LiTS candidate. Default 1.
-        models: networks of the models section, among lidc_seg and deeplesion. Default both.
+        models: networks of the models section, among lidc_seg (LIDC ResNet-18 FCN), deeplesion (DenseNet
+            backbone, A3D), poc (PoC UNet) and lits_train (LiTS DeepLab). Default all four.
+        amp: run every timed forward under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU). Default False.
+        quick: the "what users run" run in minutes on a CPU: sections layers, memory, a3d and models at smaller
+            model inputs (LIDC 32^3, DeepLesion 7x128x128, PoC 32^3, LiTS 16x64x64), 3 rounds unless ``repeats``
+            is given. Explicit section or size arguments are overridden. Default False.
 
     Returns:
         The Markdown report (also printed by fire).
     """
     dev = torch.device(device)
+    if quick:
+        sections = "layers,memory,a3d,models"
+        model_input, deeplesion_input, poc_input, lits_train_input = (32, 32, 32), (7, 128, 128), (32, 32, 32), (
+            16, 64, 64)
+        if repeats == 5:
+            repeats = 3
+    _AMP[0] = bool(amp)
 
     def as_list(v: str | tuple) -> list[str]:
         return [s for s in (v.split(",") if isinstance(v, str) else v) if s]
@@ -800,10 +876,13 @@ def main(
     model_specs = [
         ("lidc_seg", {"n": model_batch, "size": (8, 8, 8) if tiny else size}, "acs"),
         ("deeplesion", {"n": model_batch, "size": (3, 32, 32) if tiny else tuple(deeplesion_input)}, "a3d"),
+        ("poc", {"n": 1 if tiny else poc_batch, "size": (16, 16, 16) if tiny else tuple(poc_input)}, "acs"),
+        # batch 2 as in the bundle: DeepLab's image-pooling branch cannot train batch norm on one sample
+        ("lits_train", {"n": 2, "size": (8, 16, 16) if tiny else tuple(lits_train_input)}, "acs"),
     ]
     unknown_models = sorted(set(as_list(models)) - {spec[0] for spec in model_specs})
     if unknown_models:
-        raise ValueError(f"unknown models {unknown_models}; choose from lidc_seg, deeplesion")
+        raise ValueError(f"unknown models {unknown_models}; choose from {[spec[0] for spec in model_specs]}")
     model_specs = [spec for spec in model_specs if spec[0] in as_list(models)]
     if tiny:
         lits_volume, lits_roi = (8, 32, 32), (8, 32, 32)
@@ -813,6 +892,7 @@ def main(
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "threads": threads,
+        "amp": bool(amp),
         "repeats": repeats,
         "warmup": warmup,
         "tiny": tiny,
@@ -840,6 +920,7 @@ def main(
         if "lits" in wanted:
             result["sections"]["lits"] = _section_lits(tuple(lits_volume), tuple(lits_roi), lits_overlap, fmts,
                                                        lits_repeats, dev, threads)
+    _AMP[0] = False  # main() also runs inside other processes (tests)
     meta["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
     meta["wall_s"] = round(time.time() - started, 1)
     out_path = Path(out)

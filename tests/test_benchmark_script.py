@@ -46,7 +46,8 @@ def test_layer_sections_write_expected_rows(bench, tmp_path):
     names = {r["name"] for r in layers["ratios"]}
     assert {"acs / fastest conv2p5d", "acs / fastest conv3d", "acs scripted / acs eager"} <= names
     targets = {r["name"]: r["target"] for r in layers["ratios"]}
-    assert targets["acs / fastest conv2p5d"] == 1.15 and targets["acs / fastest conv3d"] == 0.45
+    assert targets["acs / fastest conv2p5d"] == 1.3 and targets["acs / fastest conv3d"] == 0.6
+    assert not any("default layout" in name for name in names)  # no contiguous candidate was asked for
 
     views = {row["candidate"] for row in sections["views"]["rows"]}
     assert {"conv2p5d (all channels)", "sum of the three views"} <= views
@@ -78,6 +79,21 @@ def test_layer_sections_write_expected_rows(bench, tmp_path):
         assert heading in markdown
 
 
+def test_default_layout_is_compared_with_the_fastest_format(bench, tmp_path):
+    """What users run: ACS (and A3D) fed a contiguous input against the 2.5D / 3D convolutions' fastest format."""
+    result, markdown = _run(bench, tmp_path, sections="layers,memory,a3d", shapes="c", script=False)
+    ratios = {r["name"]: r for section in result["sections"].values() for r in section["ratios"]}
+    for name, target in (("acs default layout (contiguous input) / fastest conv2p5d", 1.3),
+                         ("acs default layout (contiguous input) / fastest conv3d", 0.6),
+                         ("acs default layout (contiguous input) / smallest conv2p5d peak", 1.05),
+                         ("a3d default layout (contiguous input) / fastest conv2p5d", 1.10)):
+        assert ratios[name]["target"] == target and ratios[name]["value"] >= 0, name  # tiny peaks can be 0
+    layer_ratio = ratios["acs default layout (contiguous input) / fastest conv2p5d"]
+    assert layer_ratio["numerator"] == "acs/contiguous"
+    assert layer_ratio["denominator"] in ("conv2p5d/contiguous", "conv2p5d/channels_last_3d")
+    assert "default layout" in markdown
+
+
 def test_compiled_candidates_are_timed_and_compared(bench, tmp_path):
     result, markdown = _run(bench, tmp_path, sections="layers,a3d", shapes="d", formats="channels_last_3d",
                             script=False, compile=True)
@@ -107,6 +123,11 @@ def test_model_and_lits_sections_write_expected_rows(bench, tmp_path):
     }
     assert sum(row["section"] == "models-memory" for row in lidc) == 3
     assert any(r["name"] == "acs / fastest 2.5D twin" for r in models["ratios"])
+    nets = {row["case"].split(":")[0] for row in models["rows"]}
+    assert nets == {"lidc_seg", "deeplesion", "poc", "lits_train"}
+    for net in nets:  # every network beside its 2.5D and 3D twins, in the same run
+        ops = {row["candidate"].split("/")[0] for row in models["rows"] if row["case"].startswith(net + ":")}
+        assert {"conv2p5d", "i3d"} <= ops and ops & {"acs", "a3d"}, (net, ops)
     assert any(note.startswith("DeepLesion backbone") for note in models["notes"])
     lits = result["sections"]["lits"]
     assert {row["candidate"] for row in lits["rows"]} == {f"{op}/channels_last_3d" for op in ("acs", "conv2p5d", "i3d")}

@@ -344,6 +344,12 @@ def _memory_format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def _sampled_axes(w: Tensor, stride: List[int], pad: List[int]) -> List[int]:
+    """Axes (0, 1, 2 for D, H, W) where a plain view's kernel is 1 wide, unpadded and strided: the view reads only
+    the input planes at multiples of the stride there."""
+    return [a for a in range(3) if w.shape[2 + a] == 1 and stride[a] > 1 and pad[a] == 0]
+
+
 def _transposed_padding(weight: Tensor, pad: List[int], dil: List[int]) -> List[int] | None:
     """Padding that makes a stride-1 forward conv with the flipped kernel the input gradient, or None."""
     out = []
@@ -487,6 +493,28 @@ def _split_views_backward(grad_out: Tensor, x: Tensor, weight: Tensor, stride: L
         g = grad_out[:, w_start:w_stop].contiguous(memory_format=fmt)
         flipped = w.flip(2, 3, 4).transpose(0, 1)
         q = _transposed_padding(flipped, pad, dil) if onednn else None
+        sampled = _sampled_axes(w, stride, pad) if q is None and need_x and grad_x is not None else []
+        if sampled:
+            # a strided view whose kernel is 1 wide on a strided axis (axial on D, coronal on H, sagittal on W) reads
+            # only every stride-th input plane there: its input gradient is that of a conv on those planes alone,
+            # added into them; half the temporary and half the writes of a full-size input gradient at stride 2
+            like_shape, sub_stride = list(x.shape), list(stride)
+            index: List[slice] = [slice(None)] * 5
+            for a in sampled:
+                like_shape[2 + a], sub_stride[a], index[2 + a] = g.shape[2 + a], 1, slice(None, None, stride[a])
+            like = torch.empty(like_shape, dtype=x.dtype, device=x.device, memory_format=fmt)  # only its shape is read
+            gx = torch.ops.aten.convolution_backward(
+                g, like, w, None, sub_stride, pad, dil, False, [0, 0, 0], groups, [True, False, False]
+            )[0]
+            grad_x[tuple(index)].add_(gx)
+            del gx, like
+            if need_w:
+                gw = torch.ops.aten.convolution_backward(
+                    g, x, w, None, stride, pad, dil, False, [0, 0, 0], groups, [False, True, False]
+                )[1]
+                grad_ws.append(gw.squeeze(dim))
+            del g
+            continue
         if q is None:
             gx, gw, _ = torch.ops.aten.convolution_backward(
                 g, x, w, None, stride, pad, dil, False, [0, 0, 0], groups, [need_x, need_w, False]

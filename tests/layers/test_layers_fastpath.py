@@ -50,6 +50,9 @@ CASES = [
     pytest.param({}, id="k3-pad1"),
     pytest.param({"stride": 2}, id="stride2"),
     pytest.param({"stride": (1, 2, 2)}, id="stride122"),
+    # strided views that read every stride-th plane (kernel 1 wide there): input gradient on those planes only
+    pytest.param({"stride": (3, 2, 3)}, id="stride323"),
+    pytest.param({"stride": 2, "out_channels": 10, "split": (0, 4, 6)}, id="stride2-no-axial"),
     pytest.param({"dilation": 2, "padding": 2}, id="dil2"),
     pytest.param({"padding": "same", "dilation": (1, 2, 3)}, id="same-dil123"),
     pytest.param({"bias": False}, id="nobias"),
@@ -123,6 +126,15 @@ def test_fast_path_is_taken_in_eager_mode_only():
     # single-view layers (2.5D) and groups > 1 keep the plain path
     assert FUSED_ACS not in type(Conv2p5d(4, 6, 3, padding=1)(x).grad_fn).__name__
     assert FUSED_ACS not in type(ACSConv(4, 6, 3, padding=1, groups=2)(x).grad_fn).__name__
+
+
+def test_strided_views_know_which_planes_they_read():
+    """Stride 2 with the 3 x 3 box: axial reads even D planes, coronal even H rows, sagittal even W columns."""
+    layer = ACSConv(4, 6, 3, stride=2, padding=1)
+    w = layer.weight
+    got = [LF._sampled_axes(w[p[0]:p[1]].unsqueeze(p[2]), [2, 2, 2], p[7]) for p in layer._plans]
+    assert got == [[0], [1], [2]]
+    assert LF._sampled_axes(w.unsqueeze(2), [1, 2, 2], [0, 1, 1]) == []  # stride 1 on D: every plane is read
 
 
 def test_one_by_one_kernels_run_as_a_single_convolution():
