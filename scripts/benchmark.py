@@ -844,8 +844,9 @@ def main(
             backbone, A3D), poc (PoC UNet) and lits_train (LiTS DeepLab). Default all four.
         amp: run every timed forward under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU). Default False.
         quick: the "what users run" run in minutes on a CPU: sections layers, memory, a3d and models at smaller
-            model inputs (LIDC 32^3, DeepLesion 7x128x128, PoC 32^3, LiTS 16x64x64), 3 rounds unless ``repeats``
-            is given. Explicit section or size arguments are overridden. Default False.
+            model inputs (LIDC 32^3, DeepLesion 7x128x128, PoC 32^3, LiTS 16x64x64) without the models' peak-memory
+            subprocesses, 3 rounds unless ``repeats`` is given. Explicit section or size arguments are overridden.
+            Default False.
 
     Returns:
         The Markdown report (also printed by fire).
@@ -916,7 +917,8 @@ def main(
         if "a3d" in wanted:
             result["sections"]["a3d"] = _section_a3d(a3d_shapes, fmts, repeats, warmup, dev, compile)
         if "models" in wanted:
-            result["sections"]["models"] = _section_models(model_specs, fmts, repeats, warmup, dev, threads, True)
+            result["sections"]["models"] = _section_models(model_specs, fmts, repeats, warmup, dev, threads,
+                                                           not quick)
         if "lits" in wanted:
             result["sections"]["lits"] = _section_lits(tuple(lits_volume), tuple(lits_roi), lits_overlap, fmts,
                                                        lits_repeats, dev, threads)
