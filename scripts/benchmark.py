@@ -844,9 +844,9 @@ def main(
             backbone, A3D), poc (PoC UNet) and lits_train (LiTS DeepLab). Default all four.
         amp: run every timed forward under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU). Default False.
         quick: the "what users run" run in minutes on a CPU: sections layers, memory, a3d and models at smaller
-            model inputs (LIDC 32^3, DeepLesion 7x128x128, PoC 32^3, LiTS 16x64x64) without the models' peak-memory
-            subprocesses, 3 rounds unless ``repeats`` is given. Explicit section or size arguments are overridden.
-            Default False.
+            model inputs (LIDC 24^3, DeepLesion 7x96x96, PoC 32^3, LiTS 8x64x64), without the scripted layer and the
+            models' peak-memory subprocesses, 3 rounds unless ``repeats`` is given. Explicit section, size and
+            ``script`` arguments are overridden. Default False.
 
     Returns:
         The Markdown report (also printed by fire).
@@ -854,8 +854,9 @@ def main(
     dev = torch.device(device)
     if quick:
         sections = "layers,memory,a3d,models"
-        model_input, deeplesion_input, poc_input, lits_train_input = (32, 32, 32), (7, 128, 128), (32, 32, 32), (
-            16, 64, 64)
+        model_input, deeplesion_input, poc_input, lits_train_input = (24, 24, 24), (7, 96, 96), (32, 32, 32), (
+            8, 64, 64)
+        script = False
         if repeats == 5:
             repeats = 3
     _AMP[0] = bool(amp)
