@@ -918,7 +918,7 @@ class _MixThenConv(torch.autograd.Function):
             )
             return (*grads, grad_out.sum(dim=(0, 2, 3, 4)) if need_b else None, None, None)
         mixed = _preferred_layout(_a3d_mix(x, fusion))
-        if mixed.is_contiguous(memory_format=_CHANNELS_LAST) and not grad_out.is_contiguous(memory_format=_CHANNELS_LAST):
+        if _memory_format(mixed) == _CHANNELS_LAST:  # the conv's backward in the layout its forward ran in
             grad_out = grad_out.contiguous(memory_format=_CHANNELS_LAST)
         need_mixed = need_x or need_p
         grad_m, grad_w, grad_b = torch.ops.aten.convolution_backward(
