@@ -23,7 +23,12 @@ from .graph import (
 from .rules import LEFTOVER_2D_MODULES, MODULE_RULES, ConvertContext, keep_depth_correction
 from .weights import load_2d_weights
 
-__all__ = ["convert_to_3d", "find_leftover_2d"]
+__all__ = ["ConversionError", "convert_to_3d", "find_leftover_2d"]
+
+
+class ConversionError(ValueError):
+    """A 2D network that ``convert_to_3d`` cannot turn into a correct 3D network: raised at conversion time with
+    what failed and where (graph node, module path, source line of the 2D code)."""
 
 
 def _replace_child(root: nn.Module, qualified_name: str, new: nn.Module) -> None:
@@ -88,8 +93,58 @@ def _convert_traced(
     for graph in live_graphs:
         correct_depth(graph, corrections, padding_modes)
     gm.graph = train_graph if model.training or eval_graph is None else eval_graph  # recompiles forward
+    _restore_untraced_state(gm, model, ctx, prefix)
     gm.train(model.training)
     return gm
+
+
+def _resolve(root: nn.Module, path: str) -> Any:
+    value: Any = root
+    for part in path.split(".") if path else []:
+        value = getattr(value, part, None)
+        if value is None:
+            return None
+    return value
+
+
+def _holder(root: nn.Module, path: str) -> nn.Module:
+    """The module at ``path`` below ``root``, creating plain ``nn.Module`` holders where the path is missing."""
+    module = root
+    for part in path.split(".") if path else []:
+        child = getattr(module, part, None)
+        if not isinstance(child, nn.Module):
+            child = nn.Module()
+            module.add_module(part, child)
+        module = child
+    return module
+
+
+def _restore_untraced_state(gm: nn.Module, model: nn.Module, ctx: ConvertContext, prefix: str) -> None:
+    """Give the graph module what ``torch.fx`` drops because the forward never reads it, so that the state dict keys
+    equal the 2D model's: modules registered under a second name (MONAI ``DynUNet``'s ``skip_layers``) become the
+    same converted module under both names; unused modules are converted and attached; unused parameters and
+    buffers are attached as they are."""
+    canonical = {id(m): name for name, m in model.named_modules()}
+    for name, module in model.named_modules(remove_duplicate=False):
+        if not name or _resolve(gm, name) is not None:
+            continue
+        first = canonical.get(id(module), name)
+        parent_name, _, child_name = name.rpartition(".")
+        if first != name and isinstance(_resolve(gm, first), nn.Module):
+            _holder(gm, parent_name).add_module(child_name, _resolve(gm, first))
+        else:
+            converted = _convert_tree(copy.deepcopy(module), ctx, f"{prefix}{name}.", [])
+            _holder(gm, parent_name).add_module(child_name, converted)
+    present = set(gm.state_dict(keep_vars=True))
+    for key, value in model.state_dict(keep_vars=True).items():
+        if key in present:
+            continue
+        parent_name, _, attribute = key.rpartition(".")
+        holder = _holder(gm, parent_name)
+        if isinstance(value, nn.Parameter):
+            holder.register_parameter(attribute, value)
+        else:
+            holder.register_buffer(attribute, value)
 
 
 def _trace_error(error: Exception) -> str:

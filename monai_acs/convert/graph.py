@@ -134,6 +134,12 @@ class _Tracer(fx.Tracer):
     call raises instead, so that the module is converted child by child.
     """
 
+    # buffers read by attribute become graph inputs (get_attr), not constants folded at trace time: their in-place
+    # updates (``num_batches_tracked.add_(1)``) stay in the graph and the state dict keeps their keys
+    # (torchvision's FrozenBatchNorm2d, timm's BatchNormAct2d)
+    proxy_buffer_attributes = True
+    record_stack_traces = True
+
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return type(m) in MODULE_RULES or super().is_leaf_module(m, module_qualified_name)
 
@@ -423,6 +429,8 @@ def rewrite_graph(gm: fx.GraphModule, graph: fx.Graph, ctx: ConvertContext) -> N
             node.op == "call_function" and node.target in _REDUCTION_FUNCTIONS
         ):
             _rewrite_dims(node)
+        elif node.op == "call_method" and node.target == "repeat":
+            _rewrite_repeat(node, ctx)
         elif node.op == "call_method" and node.target == "permute":
             dims = node.args[1:] if len(node.args) > 2 else node.args[1]
             if all(isinstance(d, int) for d in dims) and len(dims) == 4:
@@ -431,6 +439,8 @@ def rewrite_graph(gm: fx.GraphModule, graph: fx.Graph, ctx: ConvertContext) -> N
             dims = node.args[1] if len(node.args) > 1 else node.kwargs["dims"]
             if len(dims) == 4:
                 node.args, node.kwargs = (node.args[0], map_permutation(dims, _where(node))), {}
+        elif node.op == "call_function" and node.target in _COMPARISONS and _rewrite_rank_check(node):
+            pass
         elif node.op == "call_function" and node.target is operator.mul and _spatial_pair(node.args, 0, spatial):
             with graph.inserting_before(node):  # h * w -> d * h * w (the number of positions)
                 depth_h = graph.call_function(operator.mul, (spatial[node.args[0]].depth_node(graph), node.args[0]))
@@ -443,6 +453,43 @@ def rewrite_graph(gm: fx.GraphModule, graph: fx.Graph, ctx: ConvertContext) -> N
             _insert_depth_sizes(graph, node, spatial)
             _rewrite_broadcast_view(node)
     graph.lint()
+
+
+def _rewrite_repeat(node: fx.Node, ctx: ConvertContext) -> None:
+    """``x.repeat([1, 16, 1, 1])`` of a 4-D map (MONAI VNet's input block): depth repeated like H (``keep_depth``:
+    once)."""
+    reps = list(node.args[1:]) if len(node.args) > 2 else node.args[1] if len(node.args) == 2 else None
+    if not isinstance(reps, (list, tuple)) or len(reps) != 4 or not all(type(r) is int for r in reps):
+        return
+    depth = 1 if ctx.keep_depth else reps[2]
+    node.args = (node.args[0], [*reps[:2], depth, *reps[2:]])
+
+
+_COMPARISONS = {operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge}
+
+
+def _is_rank_source(node: Any) -> bool:
+    """``x.ndim``, ``x.dim()``, ``x.ndimension()`` or ``len(x.shape)``."""
+    if not isinstance(node, fx.Node):
+        return False
+    if node.op == "call_function" and node.target is getattr and len(node.args) > 1 and node.args[1] == "ndim":
+        return True
+    if node.op == "call_method" and node.target in ("dim", "ndimension") and len(node.args) == 1:
+        return True
+    return node.op == "call_function" and node.target is len and _is_shape_source(node.args[0])
+
+
+def _rewrite_rank_check(node: fx.Node) -> bool:
+    """``x.ndim == 4`` (timm's ``_assert`` in ``BatchNormAct2d``, rank checks of 2D blocks) -> ``x.ndim == 5``: a
+    comparison of a rank with 4 asks "is this a feature map", which in 3D has 5 dimensions."""
+    first, second = node.args[:2]
+    if _is_rank_source(first) and second == 4 and type(second) is int:
+        node.args = (first, 5, *node.args[2:])
+        return True
+    if _is_rank_source(second) and first == 4 and type(first) is int:
+        node.args = (5, second, *node.args[2:])
+        return True
+    return False
 
 
 def _rewrite_broadcast_view(node: fx.Node) -> None:
@@ -695,9 +742,11 @@ def _rewrite_function(graph: fx.Graph, node: fx.Node, ctx: ConvertContext, spati
         node.target = F.dropout3d
     elif target is F.pad:
         pad = _get_arg(args, kwargs, 1, "pad")
-        if isinstance(pad, (list, tuple)) and len(pad) == 4:
+        if isinstance(pad, (list, tuple)) and len(pad) in (4, 6, 8):
+            # pairs run from the last axis backwards: (W, H[, C[, N]]); depth enters after H, padded like H
+            # (keep_depth: not at all); a channel pad (MONAI ChannelPad, 6 / 8 entries) keeps its meaning
             front = (0, 0) if keep else (pad[2], pad[3])
-            _set_arg(args, kwargs, 1, "pad", tuple(pad) + front)
+            _set_arg(args, kwargs, 1, "pad", (*pad[:4], *front, *pad[4:]))
     node.args, node.kwargs = tuple(args), kwargs
 
 
