@@ -410,6 +410,12 @@ def rewrite_graph(gm: fx.GraphModule, graph: fx.Graph, ctx: ConvertContext) -> N
         NotImplementedError: a construct with no 3D meaning (a non channels-last permute of a 4-D map, a fixed
             2D interpolation size without ``keep_depth``), naming the module path.
     """
+    from .shapes import probe_graph_shapes
+
+    shapes = probe_graph_shapes(gm, graph)
+    if shapes is not None:
+        _ShapeAwarePass(gm, graph, ctx, shapes).run()
+        return
     spatial: dict[fx.Node, _SpatialSize] = {}
     slices: dict[fx.Node, tuple[list[int], list[int]]] = {}
     for node in list(graph.nodes):
@@ -899,3 +905,411 @@ def warn_untraced(untraced: list[tuple[str, str, str, list[str]]]) -> None:
         + "\nCheck those forwards, or make them torch.fx-traceable so the converter can rewrite them.",
         stacklevel=3,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# shape-aware pass: layout decisions from the axis roles the 2D probes found (monai_acs.convert.shapes)
+# ---------------------------------------------------------------------------------------------------------------------
+_BINARY_FUNCTIONS = {
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    operator.floordiv,
+    operator.pow,
+    operator.iadd,
+    operator.imul,
+    operator.isub,
+    operator.itruediv,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
+    torch.maximum,
+    torch.minimum,
+    torch.where,
+    torch.lerp,
+    torch.addcmul,
+    torch.addcdiv,
+    torch.pow,
+}
+_BINARY_METHODS = {
+    "add", "sub", "mul", "div", "add_", "sub_", "mul_", "div_", "__add__", "__mul__", "__sub__", "__truediv__",
+    "__radd__", "__rmul__", "maximum", "minimum", "lerp", "addcmul", "addcmul_", "pow", "masked_fill", "expand_as",
+}  # fmt: skip
+# ops with one axis argument: (position of the axis among the positional arguments, kind)
+_AXIS_METHODS: dict[str, tuple[int, str]] = {
+    "softmax": (1, "same"),
+    "log_softmax": (1, "same"),
+    "cumsum": (1, "same"),
+    "cumprod": (1, "same"),
+    "split": (2, "same"),
+    "chunk": (2, "same"),
+    "narrow": (1, "same"),
+    "unsqueeze": (1, "insert"),
+    "squeeze": (1, "remove"),
+    "select": (1, "remove"),
+    "unbind": (1, "remove"),
+    "argmax": (1, "remove"),
+    "argmin": (1, "remove"),
+    "flip": (1, "same"),
+    "roll": (2, "same"),
+}
+_AXIS_FUNCTIONS: dict[Callable, tuple[int, str]] = {
+    torch.softmax: (1, "same"),
+    torch.log_softmax: (1, "same"),
+    F.softmax: (1, "same"),
+    F.log_softmax: (1, "same"),
+    F.normalize: (2, "same"),
+    F.glu: (1, "same"),
+    torch.cumsum: (1, "same"),
+    torch.split: (2, "same"),
+    torch.chunk: (2, "same"),
+    torch.narrow: (1, "same"),
+    torch.unsqueeze: (1, "insert"),
+    torch.squeeze: (1, "remove"),
+    torch.select: (1, "remove"),
+    torch.unbind: (1, "remove"),
+    torch.cat: (1, "same"),
+    torch.concat: (1, "same"),
+    torch.stack: (1, "insert"),
+    torch.flip: (1, "same"),
+    torch.roll: (2, "same"),
+}
+_AXIS_KWARGS = ("dim", "dims", "axis")
+
+
+def _map_axis(index: int, ndim: int, depth_at: int) -> int:
+    """Axis ``index`` of a 2D tensor of rank ``ndim`` whose 3D twin has depth inserted before axis ``depth_at``."""
+    negative = index < 0
+    position = index + ndim if negative else index
+    mapped = position if position < depth_at else position + 1
+    return mapped - (ndim + 1) if negative else mapped
+
+
+def _map_axes(value: Any, ndim: int, depth_at: int, with_depth: bool) -> Any:
+    """Map an int or a sequence of ints; with ``with_depth`` an axis naming H also names D (reductions)."""
+    if type(value) is int:
+        mapped = _map_axis(value, ndim, depth_at)
+        if with_depth and (value + ndim if value < 0 else value) == depth_at:
+            return [mapped - 1, mapped] if mapped >= 0 else [mapped - 1, mapped]
+        return mapped
+    if isinstance(value, (list, tuple)) and all(type(v) is int for v in value):
+        out: list[int] = []
+        for v in value:
+            mapped = _map_axes(v, ndim, depth_at, with_depth)
+            out += mapped if isinstance(mapped, list) else [mapped]
+        return type(value)(out) if isinstance(value, tuple) else out
+    return value
+
+
+class _ShapeAwarePass:
+    """Rewrite ``graph`` for 5-D tensors using the axis roles of the 2D probes.
+
+    ``depth_at[node]`` records, for each value whose 3D twin has a depth axis, the 2D axis it sits before (the H
+    axis of a map; the pooled 1-axis of a (N, C, 1, 1) map that became (N, C, 1, 1, 1)).
+    """
+
+    def __init__(self, gm: fx.GraphModule, graph: fx.Graph, ctx: ConvertContext, shapes: Any) -> None:
+        self.gm, self.graph, self.ctx, self.shapes = gm, graph, ctx, shapes
+        self.depth_at: dict[fx.Node, int] = {}
+        self.spatial: dict[fx.Node, _SpatialSize] = {}
+        self.slices: dict[fx.Node, tuple[list[int], list[int]]] = {}
+
+    def ndim(self, node: Any) -> int | None:
+        return self.shapes.ndim(node)
+
+    def run(self) -> None:
+        for node in list(self.graph.nodes):
+            self.visit(node)
+            if node.op in ("call_method", "call_function"):
+                _insert_depth_sizes(self.graph, node, self.spatial)
+            self.record(node)
+        self.graph.lint()
+
+    def record(self, node: fx.Node) -> None:
+        """Where the node's 3D value has its depth axis (after its rewrite)."""
+        h_axis = self.shapes.h_axis(node)
+        if h_axis is not None:
+            self.depth_at[node] = h_axis
+            return
+        if node in self.depth_at or node.op in ("placeholder", "get_attr", "output"):
+            return
+        ndim = self.ndim(node)
+        if node.op == "call_module":
+            module = self.gm.get_submodule(str(node.target))
+            if type(module) in MODULE_RULES and ndim == 4:
+                self.depth_at[node] = 2  # a converted layer returns (N, C, D, H, W), pooled or not
+                return
+        for source in node.all_input_nodes:
+            if source in self.depth_at and self.ndim(source) == ndim and ndim is not None:
+                self.depth_at[node] = self.depth_at[source]  # same-rank ops keep the layout
+                return
+        if node.op == "call_function" and node.target is operator.getitem:
+            source = node.args[0]
+            if isinstance(source, fx.Node) and source in self.depth_at and self.ndim(source) is None:
+                self.depth_at[node] = self.depth_at[source]  # an element of split / chunk / unbind
+        if node.op == "call_method" and node.target in ("split", "chunk") and node.args[0] in self.depth_at:
+            self.depth_at[node] = self.depth_at[node.args[0]]
+        if node.op == "call_function" and node.target in (torch.split, torch.chunk) and node.args[0] in self.depth_at:
+            self.depth_at[node] = self.depth_at[node.args[0]]
+
+    def visit(self, node: fx.Node) -> None:
+        op, target = node.op, node.target
+        if op == "call_function" and target is operator.getitem and _is_shape_source(node.args[0]):
+            self.shape_item(node)
+        elif op == "call_function" and target is operator.getitem and node.args[0] in self.slices:
+            self.slice_item(node)
+        elif op == "call_function" and target is operator.getitem:
+            self.tensor_index(node)
+        elif op == "call_method" and target == "size" and len(node.args) == 2 and type(node.args[1]) is int:
+            source, index = node.args
+            depth_at = self.depth_at.get(source)
+            ndim = self.ndim(source)
+            if depth_at is not None and ndim is not None:
+                node.args = (source, _map_axis(index, ndim, depth_at))
+                axis = self._spatial_axis(source, index)
+                if axis:
+                    self.spatial[node] = _SpatialSize(axis, source, depth_at, method=True)
+        elif op == "call_function" and target in _COMPARISONS:
+            first, second = node.args[:2]
+            rank_of = first if _is_rank_source(first) else second
+            if _is_rank_source(rank_of) and rank_of.args[0] in self.depth_at:
+                _rewrite_rank_check(node)
+        elif (op == "call_method" and target in _REDUCTION_METHODS) or (
+            op == "call_function" and target in _REDUCTION_FUNCTIONS
+        ):
+            self.reduction(node)
+        elif op == "call_method" and target == "permute" or op == "call_function" and target is torch.permute:
+            self.permute(node)
+        elif op == "call_method" and target in ("transpose", "swapaxes", "swapdims") or (
+            op == "call_function" and target in (torch.transpose, torch.swapaxes)
+        ):
+            self.transpose(node)
+        elif op == "call_method" and target == "flatten" or op == "call_function" and target is torch.flatten:
+            self.flatten(node)
+        elif op == "call_method" and target == "repeat":
+            if self.depth_at.get(node.args[0]) == 2 and self.ndim(node.args[0]) == 4:
+                _rewrite_repeat(node, self.ctx)
+        elif op == "call_function" and target is operator.mul and _spatial_pair(node.args, 0, self.spatial):
+            with self.graph.inserting_before(node):  # h * w -> d * h * w (the number of positions)
+                depth_h = self.graph.call_function(
+                    operator.mul, (self.spatial[node.args[0]].depth_node(self.graph), node.args[0])
+                )
+            node.args = (depth_h, node.args[1])
+        elif (op == "call_method" and target in _AXIS_METHODS) or (op == "call_function" and target in _AXIS_FUNCTIONS):
+            self.axis_op(node)
+        elif op == "call_function" and target is F.pad:
+            self.pad(node)
+        elif op == "call_function":
+            _rewrite_function(self.graph, node, self.ctx, self.spatial)
+        if (op == "call_function" and target in _BINARY_FUNCTIONS) or (op == "call_method" and target in _BINARY_METHODS):
+            self.broadcast(node)
+
+    def _spatial_axis(self, source: fx.Node, index: int) -> str | None:
+        roles = self.shapes.roles.get(source)
+        if not roles or not -len(roles) <= index < len(roles):
+            return None
+        return {"H": "h", "W": "w"}.get(roles[index])
+
+    def shape_item(self, node: fx.Node) -> None:
+        shape_node, index = node.args
+        source = shape_node.args[0]
+        depth_at, ndim = self.depth_at.get(source), self.ndim(source)
+        if depth_at is None or ndim is None:
+            return
+        if type(index) is int:
+            node.args = (shape_node, _map_axis(index, ndim, depth_at))
+            axis = self._spatial_axis(source, index)
+            if axis:
+                self.spatial[node] = _SpatialSize(axis, shape_node, depth_at)
+        elif isinstance(index, slice) and index.step in (None, 1):
+            old_axes = list(range(ndim))[index]
+            if not old_axes:
+                return
+            new_axes = []
+            for axis in old_axes:
+                if axis == depth_at:
+                    new_axes.append(depth_at)
+                new_axes.append(axis if axis < depth_at else axis + 1)
+            start, stop = new_axes[0], new_axes[-1] + 1
+            negative = index.start is not None and index.start < 0
+            node.args = (
+                shape_node,
+                slice(start - (ndim + 1) if negative else start, None if stop == ndim + 1 else stop),
+            )
+            self.slices[node] = (old_axes, new_axes, source, depth_at)
+
+    def slice_item(self, node: fx.Node) -> None:
+        """``h, w = x.shape[-2:]``: element j of the old slice is element j' of the new one."""
+        slice_node, index = node.args
+        old_axes, new_axes, source, depth_at = self.slices[slice_node]
+        if type(index) is not int or not -len(old_axes) <= index < len(old_axes):
+            return
+        axis = old_axes[index]
+        node.args = (slice_node, new_axes.index(axis if axis < depth_at else axis + 1))
+        role = self._spatial_axis(source, axis)
+        if role and depth_at in new_axes:
+            self.spatial[node] = _SpatialSize(role, slice_node, new_axes.index(depth_at))
+
+    def tensor_index(self, node: fx.Node) -> None:
+        source, index = node.args
+        depth_at = self.depth_at.get(source)
+        if depth_at is None or not isinstance(index, tuple) or Ellipsis in index:
+            return
+        if len(index) <= depth_at or not all(isinstance(i, (slice, int)) or i is None for i in index):
+            return
+        if any(i is None for i in index[: depth_at + 1]):
+            return
+        h_index = index[depth_at]
+        depth = slice(None) if self.ctx.keep_depth or not isinstance(h_index, slice) else h_index
+        node.args = (source, (*index[:depth_at], depth, *index[depth_at:]))
+
+    def reduction(self, node: fx.Node) -> None:
+        source = node.args[0] if node.args else None
+        depth_at, ndim = self.depth_at.get(source), self.ndim(source)
+        if depth_at is None or ndim is None:
+            return
+        if "dim" in node.kwargs:
+            dims = node.kwargs["dim"]
+            node.kwargs = {**node.kwargs, "dim": _map_axes(dims, ndim, depth_at, True)}
+        elif len(node.args) > 1 and (type(node.args[1]) is int or isinstance(node.args[1], (list, tuple))):
+            dims = node.args[1]
+            node.args = (source, _map_axes(dims, ndim, depth_at, True), *node.args[2:])
+        else:
+            return
+        if not (type(dims) is int or all(type(d) is int for d in dims)):
+            return
+        reduced = {d % ndim for d in ([dims] if type(dims) is int else dims)}
+        keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+        if keepdim is True:
+            self.depth_at[node] = depth_at
+        elif depth_at not in reduced:
+            self.depth_at[node] = depth_at - sum(1 for d in reduced if d < depth_at)
+
+    def pad(self, node: fx.Node) -> None:
+        """``F.pad``: pairs run from the last axis backwards; depth's pair enters after H's, padded like H
+        (``keep_depth``: not at all). Channel pads (MONAI ChannelPad) and channels-last pads keep their meaning."""
+        args, kwargs = list(node.args), dict(node.kwargs)
+        source = args[0]
+        depth_at, ndim = self.depth_at.get(source), self.ndim(source)
+        pad = _get_arg(args, kwargs, 1, "pad")
+        if depth_at is None or ndim is None or not isinstance(pad, (list, tuple)):
+            return
+        after = 2 * (ndim - depth_at)  # entries up to and including H's pair
+        if len(pad) < after:
+            return  # H is not padded: depth is not either
+        front = (0, 0) if self.ctx.keep_depth else (pad[after - 2], pad[after - 1])
+        _set_arg(args, kwargs, 1, "pad", (*pad[:after], *front, *pad[after:]))
+        node.args, node.kwargs = tuple(args), kwargs
+
+    def permute(self, node: fx.Node) -> None:
+        source = node.args[0]
+        depth_at, ndim = self.depth_at.get(source), self.ndim(source)
+        if node.op == "call_method":
+            dims = list(node.args[1:]) if len(node.args) > 2 else node.args[1]
+        else:
+            dims = node.args[1] if len(node.args) > 1 else node.kwargs["dims"]
+        if depth_at is None or ndim is None or not all(type(d) is int for d in dims) or len(dims) != ndim:
+            return
+        dims = [d + ndim if d < 0 else d for d in dims]
+        new = _map_axes(dims, ndim, depth_at, True)
+        node.args, node.kwargs = (source, list(new)), {}
+        self.depth_at[node] = dims.index(depth_at)
+
+    def transpose(self, node: fx.Node) -> None:
+        source = node.args[0]
+        depth_at, ndim = self.depth_at.get(source), self.ndim(source)
+        if depth_at is None or ndim is None or len(node.args) < 3:
+            return
+        first, second = node.args[1], node.args[2]
+        if type(first) is not int or type(second) is not int:
+            return
+        first, second = first % ndim, second % ndim
+        order = list(range(ndim))
+        order[first], order[second] = order[second], order[first]
+        new = _map_axes(order, ndim, depth_at, True)
+        node.op, node.target = "call_method", "permute"  # depth travels with H
+        node.args, node.kwargs = (source, list(new)), {}
+        self.depth_at[node] = order.index(depth_at)
+
+    def flatten(self, node: fx.Node) -> None:
+        source = node.args[0]
+        depth_at, ndim = self.depth_at.get(source), self.ndim(source)
+        if depth_at is None or ndim is None:
+            return
+        args, kwargs = list(node.args), dict(node.kwargs)
+        start = _get_arg(args, kwargs, 1, "start_dim", 0)
+        end = _get_arg(args, kwargs, 2, "end_dim", -1)
+        if type(start) is not int or type(end) is not int:
+            return
+        start, end = start % ndim, end % ndim
+        new_start = start if start <= depth_at else start + 1
+        new_end = end if end < depth_at else end + 1
+        if "start_dim" in kwargs or len(args) > 1:
+            _set_arg(args, kwargs, 1, "start_dim", new_start)
+        if "end_dim" in kwargs or len(args) > 2:
+            _set_arg(args, kwargs, 2, "end_dim", new_end)
+        node.args, node.kwargs = tuple(args), kwargs
+
+    def axis_op(self, node: fx.Node) -> None:
+        kind_table = _AXIS_METHODS if node.op == "call_method" else _AXIS_FUNCTIONS
+        position, kind = kind_table[node.target]
+        source = node.args[0] if node.args else None
+        if node.op == "call_function" and node.target in (torch.cat, torch.concat, torch.stack):
+            tensors = source if isinstance(source, (list, tuple)) else []
+            source = next((t for t in tensors if t in self.depth_at), None)
+        depth_at, ndim = self.depth_at.get(source), self.ndim(source)
+        if depth_at is None or ndim is None:
+            return
+        args, kwargs = list(node.args), dict(node.kwargs)
+        key = next((k for k in _AXIS_KWARGS if k in kwargs), None)
+        value = kwargs[key] if key else (args[position] if len(args) > position else None)
+        if value is None:
+            return
+        rank = ndim + 1 if kind == "insert" else ndim
+        if type(value) is int:
+            axis = value + rank if value < 0 else value
+            if kind == "insert":
+                new = axis if axis <= depth_at else axis + 1
+                self.depth_at[node] = depth_at + 1 if axis <= depth_at else depth_at
+                new = new - (rank + 1) if value < 0 else new
+            else:
+                new = _map_axis(value, ndim, depth_at)
+                if kind == "remove" and axis != depth_at:
+                    self.depth_at[node] = depth_at - 1 if axis < depth_at else depth_at
+        elif isinstance(value, (list, tuple)) and all(type(v) is int for v in value):
+            new = _map_axes(value, ndim, depth_at, False)
+        else:
+            return
+        if key:
+            kwargs[key] = new
+        else:
+            args[position] = new
+        node.args, node.kwargs = tuple(args), kwargs
+
+    def broadcast(self, node: fx.Node) -> None:
+        """Give a depth axis to the operands of an elementwise op that broadcast against a map without one:
+        a (C, 1, 1) parameter, a (N, C, 1, 1) gate re-viewed from pooled values, a ``view(C, 1, 1)``."""
+        out_ndim = self.ndim(node)
+        out_at = self.shapes.h_axis(node)
+        if out_at is None:
+            for source in node.all_input_nodes:
+                if source in self.depth_at and self.ndim(source) is not None and out_ndim is not None:
+                    out_at = self.depth_at[source] + out_ndim - self.ndim(source)
+                    break
+        if out_at is None or out_ndim is None:
+            return
+        for source in list(node.all_input_nodes):
+            ndim = self.ndim(source)
+            if ndim is None or source in self.depth_at:
+                continue
+            aligned = out_at - (out_ndim - ndim)
+            if aligned < 0:
+                continue  # the operand does not reach the depth position: broadcasting is unchanged
+            with self.graph.inserting_before(node):
+                expanded = self.graph.call_method("unsqueeze", (source, aligned))
+            node.replace_input_with(source, expanded)
+            self.depth_at[expanded] = aligned
+            self.shapes.shapes[expanded] = self.shapes.shapes[source]
+        self.depth_at[node] = out_at
