@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 from dataclasses import replace
 from typing import Any
 
+import torch
 from torch import fx, nn
 
 from ..layers import get_operator
 from .graph import (
     ConvertedGraphModule,
+    _where,
     correct_depth,
     depth_one_modules,
     leftover_2d_nodes,
@@ -20,6 +23,7 @@ from .graph import (
     trace_2d,
     warn_untraced,
 )
+from .shapes import candidate_in_channels
 from .rules import LEFTOVER_2D_MODULES, MODULE_RULES, ConvertContext, keep_depth_correction
 from .weights import load_2d_weights
 
@@ -241,6 +245,7 @@ def convert_to_3d(
     inplace: bool = False,
     strict: bool = True,
     keep_depth: bool = False,
+    verify: bool = True,
     **operator_options: Any,
 ) -> nn.Module:
     """Convert a 2D CNN, with its 2D weights, into a natively 3D network.
@@ -265,6 +270,9 @@ def convert_to_3d(
             the same parameters), an untraceable one has its children replaced in place. Use the returned module.
             Default False.
         strict: raise if any 2D op is left after conversion; False only warns. Default True.
+        verify: end by running the 2D model and the converted network once on the meta device (no arithmetic, no
+            memory) and checking every output shape; a failure raises :class:`ConversionError` naming the graph
+            node, module path and 2D source line. Default True.
         keep_depth: strides and pooling never act along depth, and convolutions keep the depth
             (few-slice inputs, A3D paper Sec. 2.3). Default False. Required for ``"a3d"``.
         **operator_options: passed to every layer's ``from_conv2d``, e.g. ``depth=7`` for ``"a3d"``.
@@ -279,6 +287,7 @@ def convert_to_3d(
             with ``strict=True`` (listed by qualified name).
         FileNotFoundError: a weights file or a torchvision weights file missing from the cache.
         NotImplementedError: a construct that has no 3D meaning (e.g. a fixed 2D interpolation size).
+        ConversionError: (a ``ValueError``) the converted network fails the meta-device check (``verify``).
 
     Examples:
         >>> import torch, torchvision
@@ -297,6 +306,7 @@ def convert_to_3d(
     model2d = model if inplace else copy.deepcopy(model)
     if weights is not None:
         load_2d_weights(model2d, weights)
+    model2d_reference = _meta_copy(model2d) if verify else None  # before an in-place conversion consumes it
     ctx = ConvertContext(spec=spec, keep_depth=keep_depth, options=dict(operator_options))
     untraced: list[tuple[str, str, str, list[str]]] = []
     converted = _convert_tree(model2d, ctx, "", untraced)
@@ -310,4 +320,143 @@ def convert_to_3d(
         if strict:
             raise ValueError(message + " (pass strict=False to keep them with a warning)")
         warnings.warn(message, stacklevel=2)
+    if verify:
+        verify_conversion(model2d_reference, converted, keep_depth, operator_options.get("depth"))
     return converted
+
+
+_CHECK_EDGES = (64, 128, 224, 32, 256, 96)
+
+
+def _meta_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` on the meta device; the weights are not duplicated."""
+    memo: dict[int, Any] = {}
+    for tensor in [*module.parameters(), *module.buffers()]:
+        meta = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = nn.Parameter(meta, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta
+    return copy.deepcopy(module, memo)
+
+
+def _output_shapes(output: Any) -> list[tuple[int, ...]]:
+    if isinstance(output, torch.Tensor):
+        return [tuple(output.shape)]
+    if isinstance(output, dict):
+        return [s for key in output for s in _output_shapes(output[key])]
+    if isinstance(output, (list, tuple)):
+        return [s for value in output for s in _output_shapes(value)]
+    return []
+
+
+def _source_line(node: fx.Node) -> str:
+    """``file:line: code`` of the 2D model's code that created ``node`` (its innermost frame outside torch)."""
+    lines = [line.strip() for line in (node.stack_trace or "").strip().splitlines() if line.strip()]
+    frames = [(line, lines[i + 1] if i + 1 < len(lines) else "") for i, line in enumerate(lines) if line.startswith("File ")]
+    user = [f for f in frames if "/torch/fx/" not in f[0] and "/torch/nn/modules/module.py" not in f[0]]
+    if not user:
+        return "source line unknown"
+    header, code = user[-1]
+    parts = header.split('"')
+    location = f"{parts[1]}:{header.split('line ')[-1].split(',')[0]}" if len(parts) > 2 else header
+    return f"{location} `{code}`"
+
+
+class _Locator(fx.Interpreter):
+    """Runs a converted graph node by node and names the node that fails."""
+
+    def run_node(self, n: fx.Node) -> Any:
+        try:
+            return super().run_node(n)
+        except ConversionError:
+            raise
+        except Exception as error:  # noqa: BLE001 - re-raised with where it happened
+            raise ConversionError(
+                f"node '{n.name}' ({n.op} {getattr(n.target, '__name__', n.target)}) at {_where(n)}, "
+                f"{_source_line(n)}: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
+            ) from error
+
+
+def _run_located(net: nn.Module, x: torch.Tensor) -> Any:
+    """Run ``net`` on ``x``; a failure raises :class:`ConversionError` naming the graph node / module that failed."""
+    if isinstance(net, ConvertedGraphModule):
+        return _Locator(net).run(x)
+    stack: list[str] = []
+    names = {id(m): n for n, m in net.named_modules()}
+    handles = []
+
+    def enter(module: nn.Module, args: Any) -> None:
+        stack.append(names.get(id(module), "?"))
+
+    def leave(module: nn.Module, args: Any, output: Any) -> None:
+        if stack:
+            stack.pop()
+
+    for module in net.modules():
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave))
+    try:
+        return net(x)
+    except ConversionError:
+        raise
+    except Exception as error:  # noqa: BLE001 - re-raised with where it happened
+        where = stack[-1] if stack else "<root>"
+        module = net.get_submodule(where) if where not in ("", "?", "<root>") else net
+        try:
+            source = f"{inspect.getsourcefile(type(module).forward)}:{inspect.getsourcelines(type(module).forward)[1]}"
+        except (OSError, TypeError):
+            source = "source unknown"
+        raise ConversionError(
+            f"module '{where or '<root>'}' ({type(module).__name__}, forward at {source}): "
+            f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        ) from error
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def verify_conversion(model2d: nn.Module, net: nn.Module, keep_depth: bool, depth: int | None) -> None:
+    """Run the 2D model and the converted network once on the meta device and compare every output's shape.
+
+    The 2D model runs on (2, C, S, S) for the first edge S it accepts; the 3D network on (2, C, S, S, S), or
+    (2, C, D, S, S) with ``keep_depth``. A 4-D output (N, C, H, W) must come back as (N, C, D', H, W) with D' = H
+    (``keep_depth``: the input depth); other outputs unchanged.
+
+    Raises:
+        ConversionError: the 3D run fails (naming the graph node, module path and 2D source line, or the module
+            whose kept forward failed) or an output shape does not hold.
+    """
+    meta2d = _meta_copy(model2d).eval()
+    edge, channels, shapes_2d = None, None, None
+    for candidate in _CHECK_EDGES:
+        for in_channels in candidate_in_channels(model2d):
+            try:
+                with torch.no_grad():
+                    shapes_2d = _output_shapes(meta2d(torch.empty(2, in_channels, candidate, candidate, device="meta")))
+            except Exception:  # noqa: BLE001 - try the next channel count / size
+                continue
+            edge, channels = candidate, in_channels
+            break
+        if edge is not None:
+            break
+    if edge is None or not shapes_2d:
+        warnings.warn(
+            f"{type(model2d).__name__}: its 2D forward did not run on the meta device on one (2, C, S, S) input "
+            f"for S in {_CHECK_EDGES}; the conversion check was skipped",
+            stacklevel=3,
+        )
+        return
+    meta3d = _meta_copy(net).eval()
+    d = depth if keep_depth and depth is not None else (3 if keep_depth else edge)
+    with torch.no_grad():
+        shapes_3d = _output_shapes(_run_located(meta3d, torch.empty(2, channels, d, edge, edge, device="meta")))
+    if len(shapes_3d) != len(shapes_2d):
+        raise ConversionError(f"the 3D network returns {len(shapes_3d)} tensors, the 2D model {len(shapes_2d)}")
+    for index, (s2, s3) in enumerate(zip(shapes_2d, shapes_3d)):
+        if len(s2) >= 4:
+            expected = (*s2[:-2], d if keep_depth else s2[-2], *s2[-2:])
+        else:
+            expected = s2
+        if s3 != expected:
+            raise ConversionError(
+                f"output {index} of the 3D network has shape {s3} on a (2, {channels}, {d}, {edge}, {edge}) input; "
+                f"the 2D output {s2} on (2, {channels}, {edge}, {edge}) means {expected}"
+            )

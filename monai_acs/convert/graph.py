@@ -28,6 +28,7 @@ from .rules import MODULE_RULES, ConvertContext, adaptive_output_size, expand_pa
 
 __all__ = [
     "ConvertedGraphModule",
+    "conv2d_as_3d",
     "correct_depth",
     "depth_one_modules",
     "leftover_2d_nodes",
@@ -35,6 +36,50 @@ __all__ = [
     "scan_untraced_code",
     "trace_2d",
 ]
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[-1]))
+
+
+def conv2d_as_3d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    operator: str = "acs",
+    keep_depth: bool = False,
+) -> torch.Tensor:
+    """What a functional ``F.conv2d`` of a 2D model becomes in 3D: the operator's functional form on the 2D kernel.
+
+    ``acs``: :func:`monai_acs.layers.acs_conv3d`; ``mean_acs`` / ``soft_acs``: :func:`~monai_acs.layers.mean_acs_conv3d`
+    (a functional call holds no learnable view weights); ``i3d``: ``F.conv3d`` with the kernel inflated to
+    (kh, kh, kw); the others (``conv2p5d``, ``tsm``, ``p3d``, ``a3d``): the 2.5D (1, kh, kw) convolution (their
+    shift / depth convolution / slice mix need state a functional call does not have). Geometry as the layers'
+    (``params_from_conv2d``): with ``keep_depth`` depth is neither strided nor changed.
+    """
+    from ..layers import acs_conv3d, inflate_conv_weight, mean_acs_conv3d
+    from ..layers._base import params_from_conv2d
+
+    kh, kw = int(weight.shape[-2]), int(weight.shape[-1])
+    stride2, dilation2 = _pair(stride), _pair(dilation)
+    padding2 = padding if isinstance(padding, str) else _pair(padding)
+    stride3, padding3, dilation3 = params_from_conv2d((kh, kw), stride2, padding2, dilation2, keep_depth)
+    if operator == "acs":
+        return acs_conv3d(input, weight, bias, stride3, padding3, dilation3, groups)
+    if operator in ("mean_acs", "soft_acs"):
+        return mean_acs_conv3d(input, weight, bias, stride3, padding3, dilation3, groups)
+    if operator == "i3d":
+        if isinstance(padding2, str):
+            pad3: Any = padding2
+        else:
+            pad3 = (dilation2[0] * (kh - 1) // 2 if keep_depth else padding2[0], padding2[0], padding2[1])
+        return F.conv3d(input, inflate_conv_weight(weight, kh), bias, stride3, pad3, (dilation2[0], *dilation2), groups)
+    pad_axial: Any = padding2 if isinstance(padding2, str) else (0, padding2[0], padding2[1])
+    return F.conv3d(input, weight.unsqueeze(2), bias, stride3, pad_axial, (1, *dilation2), groups)
+
 
 _REDUCTION_METHODS = {
     "mean",
@@ -746,6 +791,12 @@ def _rewrite_function(graph: fx.Graph, node: fx.Node, ctx: ConvertContext, spati
             _set_arg(args, kwargs, 1, "output_size", adaptive_output_size(size))
     elif target is F.dropout2d:
         node.target = F.dropout3d
+    elif target in (F.conv2d, torch.conv2d):
+        names = ["input", "weight", "bias", "stride", "padding", "dilation", "groups"]
+        call = {name: _get_arg(args, kwargs, i, name) for i, name in enumerate(names)}
+        call = {k: v for k, v in call.items() if v is not None or k in ("input", "weight")}
+        node.target = conv2d_as_3d
+        args, kwargs = [], {**call, "operator": ctx.spec.name, "keep_depth": keep}
     elif target is F.pad:
         pad = _get_arg(args, kwargs, 1, "pad")
         if isinstance(pad, (list, tuple)) and len(pad) in (4, 6, 8):
@@ -1023,7 +1074,10 @@ class _ShapeAwarePass:
         for node in list(self.graph.nodes):
             self.visit(node)
             if node.op in ("call_method", "call_function"):
+                before = (node.args, dict(node.kwargs))
                 _insert_depth_sizes(self.graph, node, self.spatial)
+                if before == (node.args, dict(node.kwargs)):
+                    self.view_depth(node)
             self.record(node)
         self.graph.lint()
 
@@ -1036,6 +1090,10 @@ class _ShapeAwarePass:
         if node in self.depth_at or node.op in ("placeholder", "get_attr", "output"):
             return
         ndim = self.ndim(node)
+        if ndim is not None and ndim >= 3 and self._rank_agnostic(node):
+            # view([b, c] + [1] * (x.ndim - 2)): written for any rank, it already has a trailing 1 for depth
+            self.depth_at[node] = ndim - 2
+            return
         if node.op == "call_module":
             module = self.gm.get_submodule(str(node.target))
             if type(module) in MODULE_RULES and ndim == 4:
@@ -1053,6 +1111,44 @@ class _ShapeAwarePass:
             self.depth_at[node] = self.depth_at[node.args[0]]
         if node.op == "call_function" and node.target in (torch.split, torch.chunk) and node.args[0] in self.depth_at:
             self.depth_at[node] = self.depth_at[node.args[0]]
+
+    def view_depth(self, node: fx.Node) -> None:
+        """A view / reshape whose output has an H axis gets the input's depth before it when no (h, w) size pair
+        gave it one (TResNet's space-to-depth ``x.view(n, c, h // 4, 4, w // 4, 4)``: depth is carried along)."""
+        is_method = node.op == "call_method" and node.target in ("view", "reshape")
+        if not (is_method or node.op == "call_function" and node.target is torch.reshape):
+            return
+        source = node.args[0]
+        h_out = self.shapes.h_axis(node)
+        if h_out is None or source not in self.depth_at or self._rank_agnostic(node):
+            return
+        rest = list(node.args[1:])
+        sizes = list(rest[0]) if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
+        if len(sizes) != self.ndim(node) or any(isinstance(v, fx.Node) and v in self.shapes.shapes for v in sizes):
+            return
+        with self.graph.inserting_before(node):
+            depth = self.graph.call_method("size", (source, _map_axis(self.depth_at[source], self.ndim(source), 0) - 1
+                                                    if False else self.depth_at[source]))
+        sizes.insert(h_out, depth)
+        node.args = (source, sizes) if len(rest) == 1 else (source, *sizes)
+
+    def _rank_agnostic(self, node: fx.Node) -> bool:
+        """A view / reshape / expand whose sizes are computed from the rank of a map (``x.ndim``, ``x.dim()``)."""
+        is_view = node.op == "call_method" and node.target in ("view", "reshape", "expand") or (
+            node.op == "call_function" and node.target is torch.reshape
+        )
+        if not is_view:
+            return False
+        stack, seen = list(node.all_input_nodes[1:] if node.op == "call_method" else node.all_input_nodes), set()
+        while stack:
+            current = stack.pop()
+            if current in seen or current in self.shapes.shapes:
+                continue
+            seen.add(current)
+            if _is_rank_source(current) and current.args[0] in self.depth_at:
+                return True
+            stack.extend(current.all_input_nodes)
+        return False
 
     def visit(self, node: fx.Node) -> None:
         op, target = node.op, node.target

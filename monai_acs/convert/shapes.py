@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-__all__ = ["GraphShapes", "probe_graph_shapes"]
+__all__ = ["GraphShapes", "candidate_in_channels", "probe_graph_shapes"]
 
 _PROBE_EDGES = (64, 128, 224, 32, 256)
 
@@ -84,12 +84,16 @@ class _Recorder(fx.Interpreter):
         return result
 
 
-def _in_channels(gm: nn.Module) -> int | None:
-    for module in gm.modules():
+def candidate_in_channels(model: nn.Module) -> list[int]:
+    """Input channel counts to try for a 2D model: the first layer's ``in_channels``, then 3, 1 and the other layers'
+    (a stem such as TResNet's space-to-depth comes before the first convolution)."""
+    found = []
+    for module in model.modules():
         channels = getattr(module, "in_channels", None)
         if isinstance(channels, int) and isinstance(getattr(module, "weight", None), torch.Tensor):
-            return channels
-    return None
+            found.append(channels)
+    ordered = found[:1] + [3, 1] + found[1:]
+    return list(dict.fromkeys(ordered))[:8]
 
 
 def probe_graph_shapes(gm: nn.Module, graph: fx.Graph) -> GraphShapes | None:
@@ -102,8 +106,7 @@ def probe_graph_shapes(gm: nn.Module, graph: fx.Graph) -> GraphShapes | None:
     """
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     required = [n for n in placeholders if not n.args]  # args hold a default value
-    channels = _in_channels(gm)
-    if len(required) != 1 or placeholders[0] is not required[0] or channels is None:
+    if len(required) != 1 or placeholders[0] is not required[0]:
         return None
     copied = fx.Graph()
     mapping: dict[fx.Node, fx.Node] = {}
@@ -114,6 +117,19 @@ def probe_graph_shapes(gm: nn.Module, graph: fx.Graph) -> GraphShapes | None:
     except Exception:  # noqa: BLE001 - nothing to probe with
         return None
     back = {new: old for old, new in mapping.items()}
+    channels = None
+    for candidate in candidate_in_channels(gm):
+        try:
+            with torch.no_grad():
+                runner(torch.empty(2, candidate, _PROBE_EDGES[0], _PROBE_EDGES[0], device="meta"))
+        except Exception:  # noqa: BLE001 - not this channel count (or not this size: tried below)
+            continue
+        channels = candidate
+        break
+    if channels is None:
+        channels = candidate_in_channels(gm)[0] if candidate_in_channels(gm) else None
+    if channels is None:
+        return None
     for edge in _PROBE_EDGES:
         runs = []
         for h, w in ((edge, edge), (2 * edge, edge), (edge, 2 * edge)):
