@@ -321,7 +321,8 @@ def convert_to_3d(
             raise ValueError(message + " (pass strict=False to keep them with a warning)")
         warnings.warn(message, stacklevel=2)
     if verify:
-        verify_conversion(model2d_reference, converted, keep_depth, operator_options.get("depth"))
+        real = None if inplace else model  # the caller's 2D model, untouched by a copying conversion
+        verify_conversion(model2d_reference, converted, keep_depth, operator_options.get("depth"), real)
     return converted
 
 
@@ -413,50 +414,82 @@ def _run_located(net: nn.Module, x: torch.Tensor) -> Any:
             handle.remove()
 
 
-def verify_conversion(model2d: nn.Module, net: nn.Module, keep_depth: bool, depth: int | None) -> None:
-    """Run the 2D model and the converted network once on the meta device and compare every output's shape.
+def _first_run(model: nn.Module, device: str, edges: tuple[int, ...], batch: int) -> tuple[int, int, list] | None:
+    """(edge, channels, output shapes) of the first (batch, C, S, S) input the 2D model accepts, or None."""
+    generator = torch.Generator().manual_seed(0)
+    for edge in edges:
+        for channels in candidate_in_channels(model):
+            shape = (batch, channels, edge, edge)
+            x = torch.empty(shape, device="meta") if device == "meta" else torch.randn(shape, generator=generator)
+            try:
+                with torch.no_grad():
+                    return edge, channels, _output_shapes(model(x))
+            except Exception:  # noqa: BLE001 - try the next channel count / size
+                continue
+    return None
 
-    The 2D model runs on (2, C, S, S) for the first edge S it accepts; the 3D network on (2, C, S, S, S), or
-    (2, C, D, S, S) with ``keep_depth``. A 4-D output (N, C, H, W) must come back as (N, C, D', H, W) with D' = H
-    (``keep_depth``: the input depth); other outputs unchanged.
+
+def verify_conversion(
+    model2d: nn.Module,
+    net: nn.Module,
+    keep_depth: bool,
+    depth: int | None,
+    model2d_real: nn.Module | None = None,
+) -> None:
+    """Run the 2D model and the converted network once and compare every output's shape.
+
+    Both run on the meta device (no arithmetic, no memory): the 2D model on (2, C, S, S) for the first edge S and
+    channel count C it accepts, the 3D network on (2, C, S, S, S), or (2, C, D, S, S) with ``keep_depth``. A 2D
+    forward that cannot run on meta (data-dependent control flow) is run on CPU instead, on one small input, and so
+    is the 3D network. A 4-D output (N, C, H, W) must come back as (N, C, D', H, W) with D' = H (``keep_depth``: the
+    input depth); other outputs unchanged.
+
+    Args:
+        model2d: the 2D model on the meta device (see ``_meta_copy``).
+        net: the converted network.
+        keep_depth, depth: as given to :func:`convert_to_3d`.
+        model2d_real: the 2D model itself, for the CPU fallback (None: no fallback).
 
     Raises:
         ConversionError: the 3D run fails (naming the graph node, module path and 2D source line, or the module
             whose kept forward failed) or an output shape does not hold.
     """
-    meta2d = _meta_copy(model2d).eval()
-    edge, channels, shapes_2d = None, None, None
-    for candidate in _CHECK_EDGES:
-        for in_channels in candidate_in_channels(model2d):
-            try:
-                with torch.no_grad():
-                    shapes_2d = _output_shapes(meta2d(torch.empty(2, in_channels, candidate, candidate, device="meta")))
-            except Exception:  # noqa: BLE001 - try the next channel count / size
-                continue
-            edge, channels = candidate, in_channels
-            break
-        if edge is not None:
-            break
-    if edge is None or not shapes_2d:
+    meta2d = model2d.eval()
+    found = _first_run(meta2d, "meta", _CHECK_EDGES, 2)
+    device, batch = "meta", 2
+    if found is None and model2d_real is not None:
+        was_training = model2d_real.training
+        try:
+            found = _first_run(model2d_real.eval(), "cpu", (32, 64, 128), 1)
+        finally:
+            model2d_real.train(was_training)
+        device, batch = "cpu", 1
+    if found is None:
         warnings.warn(
-            f"{type(model2d).__name__}: its 2D forward did not run on the meta device on one (2, C, S, S) input "
-            f"for S in {_CHECK_EDGES}; the conversion check was skipped",
+            f"{type(model2d).__name__}: its 2D forward did not run on one (N, C, S, S) input for S in "
+            f"{_CHECK_EDGES}; the conversion check was skipped",
             stacklevel=3,
         )
         return
-    meta3d = _meta_copy(net).eval()
+    edge, channels, shapes_2d = found
     d = depth if keep_depth and depth is not None else (3 if keep_depth else edge)
-    with torch.no_grad():
-        shapes_3d = _output_shapes(_run_located(meta3d, torch.empty(2, channels, d, edge, edge, device="meta")))
+    shape = (batch, channels, d, edge, edge)
+    if device == "meta":
+        runner, x = _meta_copy(net).eval(), torch.empty(shape, device="meta")
+    else:
+        runner, x = net, torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    was_training = runner.training
+    try:
+        with torch.no_grad():
+            shapes_3d = _output_shapes(_run_located(runner.eval(), x))
+    finally:
+        runner.train(was_training)
     if len(shapes_3d) != len(shapes_2d):
         raise ConversionError(f"the 3D network returns {len(shapes_3d)} tensors, the 2D model {len(shapes_2d)}")
     for index, (s2, s3) in enumerate(zip(shapes_2d, shapes_3d)):
-        if len(s2) >= 4:
-            expected = (*s2[:-2], d if keep_depth else s2[-2], *s2[-2:])
-        else:
-            expected = s2
+        expected = (*s2[:-2], d if keep_depth else s2[-2], *s2[-2:]) if len(s2) >= 4 else s2
         if s3 != expected:
             raise ConversionError(
-                f"output {index} of the 3D network has shape {s3} on a (2, {channels}, {d}, {edge}, {edge}) input; "
-                f"the 2D output {s2} on (2, {channels}, {edge}, {edge}) means {expected}"
+                f"output {index} of the 3D network has shape {s3} on a {shape} input; the 2D output {s2} on "
+                f"{(batch, channels, edge, edge)} means {expected}"
             )

@@ -1099,7 +1099,10 @@ class _ShapeAwarePass:
             if type(module) in MODULE_RULES and ndim == 4:
                 self.depth_at[node] = 2  # a converted layer returns (N, C, D, H, W), pooled or not
                 return
-        for source in node.all_input_nodes:
+        relayout = node.target in ("view", "reshape", "flatten", "unflatten", "movedim", "view_as", "reshape_as") or (
+            node.target in (torch.reshape, torch.flatten, torch.unflatten, torch.movedim)
+        )
+        for source in [] if relayout else node.all_input_nodes:
             if source in self.depth_at and self.ndim(source) == ndim and ndim is not None:
                 self.depth_at[node] = self.depth_at[source]  # same-rank ops keep the layout
                 return
@@ -1309,9 +1312,20 @@ class _ShapeAwarePass:
         if depth_at is None or ndim is None or not all(type(d) is int for d in dims) or len(dims) != ndim:
             return
         dims = [d + ndim if d < 0 else d for d in dims]
+        self._refuse_hw_swap(node, source, dims, f"permute{tuple(node.args[1:]) if len(node.args) > 2 else tuple(dims)}")
         new = _map_axes(dims, ndim, depth_at, True)
         node.args, node.kwargs = (source, list(new)), {}
         self.depth_at[node] = dims.index(depth_at)
+
+    def _refuse_hw_swap(self, node: fx.Node, source: fx.Node, order: list[int], what: str) -> None:
+        """A permutation that puts a map's W axis before its H axis has no unique 3D counterpart (where would
+        depth go?); channels-last and attention-style permutes keep H before W."""
+        roles = self.shapes.roles.get(source) or ()
+        if "H" in roles and "W" in roles and order.index(roles.index("H")) > order.index(roles.index("W")):
+            raise NotImplementedError(
+                f"{what} at '{_where(node)}' swaps the H and W axes of a {len(roles)}-D map: no unique 3D "
+                f"counterpart (depth sits before H in 3D)"
+            )
 
     def transpose(self, node: fx.Node) -> None:
         source = node.args[0]
@@ -1324,6 +1338,7 @@ class _ShapeAwarePass:
         first, second = first % ndim, second % ndim
         order = list(range(ndim))
         order[first], order[second] = order[second], order[first]
+        self._refuse_hw_swap(node, source, order, f"transpose({node.args[1]}, {node.args[2]})")
         new = _map_axes(order, ndim, depth_at, True)
         node.op, node.target = "call_method", "permute"  # depth travels with H
         node.args, node.kwargs = (source, list(new)), {}

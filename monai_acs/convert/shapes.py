@@ -130,6 +130,7 @@ def probe_graph_shapes(gm: nn.Module, graph: fx.Graph) -> GraphShapes | None:
         channels = candidate_in_channels(gm)[0] if candidate_in_channels(gm) else None
     if channels is None:
         return None
+    fixed_sizes = []
     for edge in _PROBE_EDGES:
         runs = []
         for h, w in ((edge, edge), (2 * edge, edge), (edge, 2 * edge)):
@@ -142,7 +143,28 @@ def probe_graph_shapes(gm: nn.Module, graph: fx.Graph) -> GraphShapes | None:
             runs.append(recorder.values)
         if len(runs) == 3:
             return _roles(edge, runs, back)
+        if len(runs) == 1 and not _runs(runner, channels, 2 * edge, 2 * edge):
+            fixed_sizes.append(edge)
+    if fixed_sizes and len(fixed_sizes) == 1:
+        raise FixedSizeError(
+            f"the 2D forward runs at {fixed_sizes[0]} x {fixed_sizes[0]} but at no other probed size "
+            f"({', '.join(f'{2 * e} x {e}' for e in _PROBE_EDGES[:3])}, ...): it is tied to a fixed 2D grid (learned "
+            f"position embeddings or attention biases indexed by (H, W)), which has no 3D counterpart"
+        )
     return None
+
+
+class FixedSizeError(NotImplementedError):
+    """A 2D graph that runs at one input size only (position embeddings / attention biases over a fixed grid)."""
+
+
+def _runs(runner: nn.Module, channels: int, h: int, w: int) -> bool:
+    try:
+        with torch.no_grad():
+            runner(torch.empty(2, channels, h, w, device="meta"))
+    except Exception:  # noqa: BLE001
+        return False
+    return True
 
 
 def _roles(edge: int, runs: list[dict], back: dict[fx.Node, fx.Node]) -> GraphShapes:
