@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import warnings
 from dataclasses import replace
 from typing import Any
@@ -24,7 +25,7 @@ from .graph import (
     warn_untraced,
 )
 from .shapes import candidate_in_channels
-from .rules import LEFTOVER_2D_MODULES, MODULE_RULES, ConvertContext, keep_depth_correction
+from .rules import LEFTOVER_2D_MODULES, ConvertContext, find_rule, keep_depth_correction
 from .weights import load_2d_weights
 
 __all__ = ["ConversionError", "convert_to_3d", "find_leftover_2d"]
@@ -43,7 +44,7 @@ def _replace_child(root: nn.Module, qualified_name: str, new: nn.Module) -> None
 
 def _convert_module(module: nn.Module, ctx: ConvertContext, where: str) -> nn.Module:
     try:
-        return MODULE_RULES[type(module)](module, ctx)
+        return find_rule(module)(module, ctx)
     except (NotImplementedError, ValueError, TypeError) as error:
         raise type(error)(f"cannot convert '{where}' ({type(module).__name__}): {error}") from error
 
@@ -61,7 +62,7 @@ def _swap_modules(
     depth_one_ctx = replace(ctx, options={**ctx.options, "depth": 1})
     corrections = {}
     for name, module in list(root.named_modules()):
-        if name and type(module) in MODULE_RULES:
+        if name and find_rule(module) is not None:
             local = depth_one_ctx if depth_one and name in depth_one else ctx
             new = _convert_module(module, local, f"{prefix}{name}")
             correction = keep_depth_correction(module, new, ctx)
@@ -158,7 +159,7 @@ def _trace_error(error: Exception) -> str:
 
 def _needs_conversion(module: nn.Module) -> bool:
     """False for a subtree of ``torch.nn`` modules without rule-table modules (``ReLU``, ``Linear``, ...)."""
-    return any(type(m) in MODULE_RULES or not type(m).__module__.startswith("torch.nn") for m in module.modules())
+    return any(find_rule(m) is not None or not type(m).__module__.startswith("torch.nn") for m in module.modules())
 
 
 def _convert_tree(module: nn.Module, ctx: ConvertContext, prefix: str, untraced: list) -> nn.Module:
@@ -168,7 +169,7 @@ def _convert_tree(module: nn.Module, ctx: ConvertContext, prefix: str, untraced:
     forward could not be traced.
     """
     where = prefix.rstrip(".") or "<root>"
-    if type(module) in MODULE_RULES:
+    if find_rule(module) is not None:
         new = _convert_module(module, ctx, where)
         if keep_depth_correction(module, new, ctx):
             warnings.warn(
@@ -352,13 +353,19 @@ def _source_line(node: fx.Node) -> str:
     """``file:line: code`` of the 2D model's code that created ``node`` (its innermost frame outside torch)."""
     lines = [line.strip() for line in (node.stack_trace or "").strip().splitlines() if line.strip()]
     frames = [(line, lines[i + 1] if i + 1 < len(lines) else "") for i, line in enumerate(lines) if line.startswith("File ")]
-    user = [f for f in frames if "/torch/fx/" not in f[0] and "/torch/nn/modules/module.py" not in f[0]]
+    torch_dir = os.path.dirname(torch.__file__)
+    user = [f for f in frames if torch_dir not in f[0]]
     if not user:
         return "source line unknown"
     header, code = user[-1]
     parts = header.split('"')
     location = f"{parts[1]}:{header.split('line ')[-1].split(',')[0]}" if len(parts) > 2 else header
     return f"{location} `{code}`"
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0][:300] if lines else ""
 
 
 class _Locator(fx.Interpreter):
@@ -372,7 +379,7 @@ class _Locator(fx.Interpreter):
         except Exception as error:  # noqa: BLE001 - re-raised with where it happened
             raise ConversionError(
                 f"node '{n.name}' ({n.op} {getattr(n.target, '__name__', n.target)}) at {_where(n)}, "
-                f"{_source_line(n)}: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
+                f"{_source_line(n)}: {type(error).__name__}: {_first_line(error)}"
             ) from error
 
 
@@ -407,7 +414,7 @@ def _run_located(net: nn.Module, x: torch.Tensor) -> Any:
             source = "source unknown"
         raise ConversionError(
             f"module '{where or '<root>'}' ({type(module).__name__}, forward at {source}): "
-            f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+            f"{type(error).__name__}: {_first_line(error)}"
         ) from error
     finally:
         for handle in handles:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .rules import MODULE_RULES, ConvertContext, adaptive_output_size, expand_pair, map_permutation, upsample_mode
+from .rules import ConvertContext, adaptive_output_size, expand_pair, find_rule, map_permutation, upsample_mode
 
 __all__ = [
     "ConvertedGraphModule",
@@ -186,7 +186,7 @@ class _Tracer(fx.Tracer):
     record_stack_traces = True
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return type(m) in MODULE_RULES or super().is_leaf_module(m, module_qualified_name)
+        return find_rule(m) is not None or super().is_leaf_module(m, module_qualified_name)
 
     def trace(self, root: nn.Module | Callable[..., Any], concrete_args: dict[str, Any] | None = None) -> fx.Graph:
         original = torch.jit.isinstance
@@ -597,7 +597,7 @@ def depth_one_modules(gm: fx.GraphModule, graphs: list[fx.Graph]) -> set[str]:
             if node.op == "call_module" and node.all_input_nodes:
                 first = state.get(node.all_input_nodes[0], "full")
                 (seen_one if first == "one" else seen_full).add(str(node.target))
-    return {name for name in seen_one - seen_full if type(gm.get_submodule(name)) in MODULE_RULES}
+    return {name for name in seen_one - seen_full if find_rule(gm.get_submodule(name)) is not None}
 
 
 def correct_depth(graph: fx.Graph, corrections: dict[str, int], padding_modes: dict[str, str]) -> None:
@@ -1096,7 +1096,7 @@ class _ShapeAwarePass:
             return
         if node.op == "call_module":
             module = self.gm.get_submodule(str(node.target))
-            if type(module) in MODULE_RULES and ndim == 4:
+            if find_rule(module) is not None and ndim == 4:
                 self.depth_at[node] = 2  # a converted layer returns (N, C, D, H, W), pooled or not
                 return
         relayout = node.target in ("view", "reshape", "flatten", "unflatten", "movedim", "view_as", "reshape_as") or (

@@ -16,6 +16,7 @@ from ..layers.fusion import inflate_conv_weight
 __all__ = [
     "LEFTOVER_2D_MODULES",
     "MODULE_RULES",
+    "find_rule",
     "ConvertContext",
     "expand_pair",
     "keep_depth_correction",
@@ -261,6 +262,31 @@ MODULE_RULES: dict[type, Callable[[Any, ConvertContext], nn.Module]] = {
     nn.CircularPad2d: _pad,
     Permute: _permute,
 }
+
+_FORWARD_METHODS = ("forward", "_conv_forward", "_check_input_dim")
+
+
+def find_rule(module: nn.Module) -> Callable[[Any, ConvertContext], nn.Module] | None:
+    """The rule for ``module``: its exact type's, else the nearest rule-table base class's when the subclass keeps
+    that base's ``forward`` (a subclass that only changes ``__init__`` or adds attributes computes what its base
+    computes). A subclass with its own ``forward`` (timm's ``BatchNormAct2d``, ``Conv2dSame``) has no rule: it is
+    traced through, so its forward is rewritten like any other code.
+
+    Examples:
+        >>> class MyConv(nn.Conv2d): ...
+        >>> find_rule(MyConv(1, 1, 3)) is MODULE_RULES[nn.Conv2d]
+        True
+    """
+    kind = type(module)
+    rule = MODULE_RULES.get(kind)
+    if rule is not None:
+        return rule
+    for base in kind.__mro__[1:]:
+        if base in MODULE_RULES:
+            same = all(getattr(kind, name, None) is getattr(base, name, None) for name in _FORWARD_METHODS)
+            return MODULE_RULES[base] if same else None
+    return None
+
 
 # Module types that must not survive a conversion (checked after it).
 LEFTOVER_2D_MODULES: tuple[type, ...] = (

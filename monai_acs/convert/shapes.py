@@ -92,7 +92,8 @@ def candidate_in_channels(model: nn.Module) -> list[int]:
         channels = getattr(module, "in_channels", None)
         if isinstance(channels, int) and isinstance(getattr(module, "weight", None), torch.Tensor):
             found.append(channels)
-    ordered = found[:1] + [3, 1] + found[1:]
+    kernels = [int(p.shape[1]) for p in model.parameters() if p.dim() == 4]  # functional convolutions' kernels
+    ordered = found[:1] + [3, 1] + found[1:] + kernels[:1]
     return list(dict.fromkeys(ordered))[:8]
 
 

@@ -271,7 +271,11 @@ def _expected_3d_shape(shape_2d: tuple[int, ...], depth: int | None) -> tuple[in
 
 
 def check_2d_model(
-    model: nn.Module, input_shape: tuple[int, ...], operator: str = "acs", **convert_options: Any
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    operator: str = "acs",
+    converted: nn.Module | None = None,
+    **convert_options: Any,
 ) -> nn.Module:
     """Convert ``model`` and check forward, backward, gradients and the state-dict contract against the 2D run.
 
@@ -282,6 +286,7 @@ def check_2d_model(
         model: the 2D model (not modified).
         input_shape: (N, C, H, W) of the 2D run.
         operator: fusion operator key. Default ``"acs"``.
+        converted: ``model`` already converted with these settings (None: convert here). Default None.
         **convert_options: passed to :func:`convert_to_3d`.
 
     Returns:
@@ -299,7 +304,7 @@ def check_2d_model(
     grads_2d = {n for n, p in model2d.named_parameters() if p.grad is not None}
     state_2d = model.state_dict()
 
-    net = convert_to_3d(model, operator, **convert_options).train()
+    net = (converted if converted is not None else convert_to_3d(model, operator, **convert_options)).train()
     keys_3d, keys_2d = list(net.state_dict()), list(state_2d)
     if sorted(keys_3d) != sorted(keys_2d):
         missing = sorted(set(keys_2d) - set(keys_3d))
@@ -389,13 +394,13 @@ def check_named(source: str, name: str, operator: str = "acs", invariant: bool =
         return SweepResult(source, name, operator, "fail", time.perf_counter() - start, f"build: {_short(error)}")
     options: dict[str, Any] = {"keep_depth": True, "depth": 3} if operator == "a3d" else {}
     try:
-        convert_to_3d(model, operator, **options)
+        net = convert_to_3d(model, operator, **options)
     except (ConversionError, *_REFUSALS) as error:
         return SweepResult(source, name, operator, "refused", time.perf_counter() - start, _short(error))
     except Exception as error:  # noqa: BLE001
         return SweepResult(source, name, operator, "fail", time.perf_counter() - start, f"convert: {_short(error)}")
     try:
-        check_2d_model(model, shape, operator, **options)
+        check_2d_model(model, shape, operator, net, **options)
         if invariant:
             check_invariant(model, (1, *shape[1:]), INVARIANT_DEPTH.get(name, 2))
     except Exception as error:  # noqa: BLE001

@@ -1,0 +1,211 @@
+"""Registry-driven sweeps: timm CNN families, MONAI 2D CNNs, torchvision segmentation models and FPN backbones.
+
+Every entry either converts and passes forward + backward, gradients, the state-dict contract and the 2.5D
+invariant oracle (``monai_acs.convert.sweeps.check_named``), or is refused at conversion time with its reason
+(``EXPECTED_REFUSALS``, listed in docs/converter.md). A bounded fast subset runs by default (one entry per root
+cause); the full sweep is ``slow`` (``--runslow`` or ``MONAI_ACS_SLOW=1``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from monai_acs.convert import ConversionError, convert_to_3d
+from monai_acs.convert.sweeps import (
+    MONAI_MODELS,
+    TIMM_EXCLUDE,
+    TIMM_FAMILIES,
+    TORCHVISION_EXTRA,
+    check_invariant,
+    check_named,
+    is_timm_excluded,
+)
+
+timm = pytest.importorskip("timm")
+
+# Families refused at conversion time, with the reason convert_to_3d gives (a substring of it).
+EXPECTED_REFUSALS: dict[tuple[str, str], str] = {
+    ("timm", "byoanet"): "HaloAttn",  # 2D blocked (halo) attention with 2D relative position embeddings
+    ("timm", "cpubone"): "ConvAttention",  # untraceable forward unpacking a 4-D shape
+    ("timm", "efficientvit_mit"): "LiteMLA",  # untraceable forward unpacking a 4-D shape
+    ("timm", "efficientformer"): "fixed 2D grid",
+    ("timm", "efficientformer_v2"): "fixed 2D grid",
+    ("timm", "visformer"): "fixed 2D grid",
+}
+
+# One entry per root cause the converter had to handle; each takes a few seconds on 2 cores.
+FAST = [
+    ("timm", "efficientnet"),  # BatchNormAct2d (a BatchNorm2d subclass with its own forward): ndim check, buffers
+    ("timm", "convnext"),  # channels-last permutes, (C, 1, 1) layer scale, LayerNorm2d
+    ("timm", "nfnet"),  # weight-standardised F.conv2d (functional conv) and a gamma broadcast
+    ("timm", "mambaout"),  # channels-last x.mean((1, 2)) head
+    ("timm", "resnest"),  # reshape((B, r, C // r, 1, 1)) split attention broadcast
+    ("timm", "lowformer"),  # attention over h * w tokens: permutes of non-map 4-D tensors stay
+    ("monai", "DynUNet"),  # skip_layers alias keys, deep supervision stacked output
+    ("monai", "VNet"),  # x.repeat([1, 16, 1, 1])
+    ("monai", "HighResNet"),  # 6-entry channel F.pad
+    ("monai", "BasicUNet"),  # untraceable UpCat (rank-agnostic): verified by the check run
+    ("torchvision", "fpn_resnet18"),  # FrozenBatchNorm2d buffers: state-dict keys kept
+    ("timm", "efficientformer_v2"),  # refused: attention biases over a fixed 2D grid
+]
+
+
+def test_every_timm_family_is_swept_or_excluded_with_a_reason():
+    modules = set(timm.list_modules())
+    unclassified = sorted(m for m in modules if m not in TIMM_FAMILIES and not is_timm_excluded(m))
+    assert not unclassified, f"timm families neither swept nor excluded: {unclassified}"
+    assert not set(TIMM_FAMILIES) & {m for m in modules if is_timm_excluded(m)}
+    assert all(reason for reason in TIMM_EXCLUDE.values())
+    available = set(timm.list_models())
+    assert all(name in available for name, _ in TIMM_FAMILIES.values())
+
+
+def test_monai_sweep_covers_the_listed_networks():
+    wanted = {"UNet", "BasicUNet", "DynUNet", "SegResNet", "SegResNetDS", "AttentionUnet", "DenseNet121",
+              "EfficientNetBN", "ResNet", "SEResNet50", "FlexibleUNet", "HighResNet", "VNet"}  # fmt: skip
+    assert wanted <= set(MONAI_MODELS)
+    assert {"fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"} <= set(TORCHVISION_EXTRA)
+
+
+def _assert_expected(result) -> None:
+    expected = EXPECTED_REFUSALS.get((result.source, result.name))
+    if expected is None:
+        assert result.status == "pass", result.reason
+    else:
+        assert result.status == "refused", f"expected a refusal ({expected}), got {result.status}: {result.reason}"
+        assert expected in result.reason, result.reason
+
+
+@pytest.mark.parametrize(("source", "name"), FAST, ids=[f"{s}-{n}" for s, n in FAST])
+def test_sweep_fast(source, name):
+    _assert_expected(check_named(source, name, "acs"))
+
+
+ALL = (
+    [("timm", n) for n in TIMM_FAMILIES] + [("monai", n) for n in MONAI_MODELS]
+    + [("torchvision", n) for n in TORCHVISION_EXTRA]
+)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("source", "name"), ALL, ids=[f"{s}-{n}" for s, n in ALL])
+def test_sweep_full_acs(source, name):
+    _assert_expected(check_named(source, name, "acs"))
+
+
+# a representative subset with every operator (each also checked against the invariant oracle)
+REPRESENTATIVE = [("timm", "efficientnet"), ("timm", "convnext"), ("monai", "DynUNet"), ("torchvision", "fpn_resnet18")]
+OPERATORS = ["mean_acs", "soft_acs", "conv2p5d", "i3d", "p3d", "tsm", "a3d"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("operator", OPERATORS)
+@pytest.mark.parametrize(("source", "name"), REPRESENTATIVE, ids=[f"{s}-{n}" for s, n in REPRESENTATIVE])
+def test_sweep_representative_operators(source, name, operator):
+    _assert_expected(check_named(source, name, operator))
+
+
+def test_vision_transformer_is_refused_at_conversion_time():
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3)
+    with pytest.raises((NotImplementedError, ValueError), match="fixed 2D grid|2D operations left|ConversionError"):
+        convert_to_3d(vit, "acs")
+
+
+def test_monai_transformer_is_refused_at_conversion_time():
+    pytest.importorskip("einops")  # MONAI's transformers need it
+    from monai.networks.nets import UNETR
+
+    unetr = UNETR(in_channels=1, out_channels=2, img_size=(32, 32), feature_size=4, hidden_size=48, mlp_dim=96,
+                  num_heads=4, spatial_dims=2)  # fmt: skip
+    with pytest.raises((NotImplementedError, ValueError)):
+        convert_to_3d(unetr, "acs")
+
+
+class _FlatScale(nn.Module):
+    """``view(C, 1, 1)`` broadcast and a channels-last mean; with depth == channels a pattern rewrite that put the
+    scale on the depth axis would still run, silently wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.scale = nn.Parameter(torch.rand(4) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x) * self.scale.view(4, 1, 1)
+        pooled = y.permute(0, 2, 3, 1).mean((1, 2))  # (N, C): channels-last spatial mean
+        return y + pooled.view(x.shape[0], 4, 1, 1)
+
+
+def test_invariant_oracle_on_broadcasts_and_channels_last_reductions():
+    check_invariant(_FlatScale(), (1, 4, 6, 10), depth=4)  # depth == channels
+    net = convert_to_3d(_FlatScale(), "acs").eval()
+    assert net(torch.randn(2, 4, 4, 6, 10)).shape == (2, 4, 4, 6, 10)
+
+
+class _Functional(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(6, 4, 3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(x, self.weight - self.weight.mean((1, 2, 3), keepdim=True), padding=1)
+
+
+@pytest.mark.parametrize("operator", ["acs", "mean_acs", "conv2p5d", "i3d"])
+def test_functional_conv2d_maps_to_the_operator(operator):
+    from monai_acs.layers import acs_conv3d, inflate_conv_weight, mean_acs_conv3d
+
+    model = _Functional()
+    net = convert_to_3d(model, operator).eval()
+    x = torch.randn(1, 4, 5, 6, 7)
+    w = model.weight - model.weight.mean((1, 2, 3), keepdim=True)  # a weight reduction: not a map, left as is
+    reference = {
+        "acs": lambda: acs_conv3d(x, w, padding=1),
+        "mean_acs": lambda: mean_acs_conv3d(x, w, padding=1),
+        "conv2p5d": lambda: torch.nn.functional.conv3d(x, w.unsqueeze(2), padding=(0, 1, 1)),
+        "i3d": lambda: torch.nn.functional.conv3d(x, inflate_conv_weight(w, 3), padding=1),
+    }[operator]()
+    torch.testing.assert_close(net(x), reference)
+    check_invariant(model, (1, 4, 6, 7))
+
+
+def test_num_batches_tracked_and_buffers_follow_training():
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=3)
+    net = convert_to_3d(model, "acs").train()
+    assert sorted(net.state_dict()) == sorted(model.state_dict())
+    key = next(k for k in net.state_dict() if k.endswith("num_batches_tracked"))
+    before = int(net.state_dict()[key])
+    mean_key = key.replace("num_batches_tracked", "running_mean")
+    mean_before = net.state_dict()[mean_key].clone()
+    net(torch.randn(2, 3, 32, 32, 32))
+    assert int(net.state_dict()[key]) == before + 1
+    assert not torch.equal(net.state_dict()[mean_key], mean_before)
+
+
+def test_broken_rewrite_is_refused_with_node_module_and_source_line():
+    class Einsum(nn.Module):  # an einsum over a map's axes is not rewritten: the check run refuses it
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return torch.einsum("nchw->nhwc", y).mean((1, 2))
+
+    with pytest.raises(ConversionError, match=r"node 'einsum'.*test_convert_sweeps\.py:\d+ `return torch\.einsum"):
+        convert_to_3d(Einsum(), "acs")
+
+
+def test_fixed_size_graph_is_refused_with_its_reason():
+    class Fixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).reshape(x.shape[0], 4, 64, 64)  # only runs on 64 x 64 inputs
+
+    with pytest.raises(NotImplementedError, match=r"runs at 64 x 64 but at no other probed size.*fixed 2D grid"):
+        convert_to_3d(Fixed(), "acs")
