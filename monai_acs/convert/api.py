@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import os
 import warnings
@@ -327,7 +328,7 @@ def convert_to_3d(
     return converted
 
 
-_CHECK_EDGES = (64, 128, 224, 32, 256, 96)
+_CHECK_EDGES = (64, 128, 224, 32, 256, 96, 160, 192)
 
 
 def _meta_copy(module: nn.Module) -> nn.Module:
@@ -363,6 +364,18 @@ def _source_line(node: fx.Node) -> str:
     return f"{location} `{code}`"
 
 
+_SDPA = (torch.nn.functional.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention)
+
+
+def _check_attention_mask(args: tuple, kwargs: dict) -> None:
+    """The meta kernel of ``scaled_dot_product_attention`` does not check that the mask (relative position biases
+    of a fixed 2D window, ...) fits the (..., L, S) attention: check it here."""
+    query, key = args[0], args[1]
+    mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+    if isinstance(mask, torch.Tensor):
+        torch.broadcast_shapes(tuple(mask.shape), (*query.shape[:-1], key.shape[-2]))
+
+
 def _first_line(error: BaseException) -> str:
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     return lines[0][:300] if lines else ""
@@ -373,6 +386,8 @@ class _Locator(fx.Interpreter):
 
     def run_node(self, n: fx.Node) -> Any:
         try:
+            if n.op == "call_function" and n.target in _SDPA:
+                _check_attention_mask(*self.fetch_args_kwargs_from_env(n))
             return super().run_node(n)
         except ConversionError:
             raise
@@ -385,8 +400,21 @@ class _Locator(fx.Interpreter):
 
 def _run_located(net: nn.Module, x: torch.Tensor) -> Any:
     """Run ``net`` on ``x``; a failure raises :class:`ConversionError` naming the graph node / module that failed."""
-    if isinstance(net, ConvertedGraphModule):
-        return _Locator(net).run(x)
+    graphs = [m for m in net.modules() if isinstance(m, ConvertedGraphModule)]
+    for graph_module in graphs:  # every traced part runs node by node (an instance attribute shadows forward)
+        graph_module.forward = functools.partial(_run_graph, graph_module)
+    try:
+        return _run_hooked(net, x)
+    finally:
+        for graph_module in graphs:
+            del graph_module.forward
+
+
+def _run_graph(graph_module: fx.GraphModule, *args: Any) -> Any:
+    return _Locator(graph_module).run(*args)
+
+
+def _run_hooked(net: nn.Module, x: torch.Tensor) -> Any:
     stack: list[str] = []
     names = {id(m): n for n, m in net.named_modules()}
     handles = []

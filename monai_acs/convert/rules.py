@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops.misc import Permute
 
@@ -14,6 +15,7 @@ from ..layers import ACSConvTranspose, OperatorSpec
 from ..layers.fusion import inflate_conv_weight
 
 __all__ = [
+    "AvgPool3dExcludePad",
     "LEFTOVER_2D_MODULES",
     "MODULE_RULES",
     "find_rule",
@@ -149,9 +151,37 @@ def _max_pool(module: nn.MaxPool2d, ctx: ConvertContext) -> nn.Module:
     )
 
 
+class AvgPool3dExcludePad(nn.Module):
+    """``AvgPool3d(count_include_pad=False)`` that also accepts maps smaller than the kernel (as ``AvgPool2d``
+    does; ``AvgPool3d`` rejects them even when padded): the window sum of the zero-padded map over the window count
+    of the zero-padded ones, which is the average over the real voxels of each window.
+
+    Args:
+        kernel_size, stride, padding: (D, H, W) triples.
+        ceil_mode: as ``nn.AvgPool3d``. Default False.
+    """
+
+    def __init__(self, kernel_size: tuple, stride: tuple, padding: tuple, ceil_mode: bool = False) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding, self.ceil_mode = kernel_size, stride, padding, ceil_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pd, ph, pw = self.padding
+        pads = [pw, pw, ph, ph, pd, pd]
+        total = F.avg_pool3d(F.pad(x, pads), self.kernel_size, self.stride, 0, self.ceil_mode)
+        ones = F.pad(torch.ones_like(x[:1, :1]), pads)
+        count = F.avg_pool3d(ones, self.kernel_size, self.stride, 0, self.ceil_mode)
+        return total / count
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, ceil_mode={self.ceil_mode}"
+
+
 def _avg_pool(module: nn.AvgPool2d, ctx: ConvertContext) -> nn.Module:
     args = _pool_args(module, ctx)
     padding = args["padding"]
+    if any(padding) and not module.count_include_pad and module.divisor_override is None:
+        return AvgPool3dExcludePad(args["kernel_size"], args["stride"], padding, module.ceil_mode)
     if any(padding) and module.count_include_pad and not module.ceil_mode:
         # AvgPool3d rejects maps smaller than its kernel even when padded (AvgPool2d accepts them); with the zeros
         # counted in the average, zero-padding first and pooling without padding is the same operation

@@ -20,7 +20,7 @@ from torch import fx, nn
 
 __all__ = ["GraphShapes", "candidate_in_channels", "probe_graph_shapes"]
 
-_PROBE_EDGES = (64, 128, 224, 32, 256)
+_PROBE_EDGES = (64, 128, 224, 32, 256, 160, 192)
 
 
 @dataclass

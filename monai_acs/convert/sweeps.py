@@ -74,7 +74,7 @@ TIMM_FAMILIES: dict[str, tuple[str, int]] = {
     "lcnetv2": ("lcnetv2_small", 32),
     "lowformer": ("lowformer_b0", 64),
     "mambaout": ("test_mambaout", 32),
-    "maxxvit": ("test_coatnet", 64),
+    "maxxvit": ("test_coatnet", 160),
     "metaformer": ("poolformerv2_s12", 32),
     "mobilenetv3": ("lcnet_035", 32),
     "mobilevit": ("mobilevit_xxs", 64),

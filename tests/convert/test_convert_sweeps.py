@@ -209,3 +209,16 @@ def test_fixed_size_graph_is_refused_with_its_reason():
 
     with pytest.raises(NotImplementedError, match=r"runs at 64 x 64 but at no other probed size.*fixed 2D grid"):
         convert_to_3d(Fixed(), "acs")
+
+
+def test_avg_pool_excluding_padding_accepts_maps_smaller_than_the_kernel():
+    from monai_acs.convert.rules import AvgPool3dExcludePad
+
+    for ceil_mode in (False, True):
+        pool = AvgPool3dExcludePad((3, 3, 3), (2, 2, 2), (1, 1, 1), ceil_mode)
+        x = torch.randn(1, 3, 5, 7, 9)
+        reference = nn.AvgPool3d(3, 2, 1, count_include_pad=False, ceil_mode=ceil_mode)(x)
+        torch.testing.assert_close(pool(x), reference)
+        assert pool(torch.randn(1, 3, 1, 1, 1)).shape == (1, 3, 1, 1, 1)  # AvgPool3d raises here, AvgPool2d does not
+    model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False))
+    check_invariant(model, (1, 2, 1, 1))  # PoolFormer's token mixer on a 1 x 1 map
