@@ -25,8 +25,8 @@ from .graph import (
     trace_2d,
     warn_untraced,
 )
-from .shapes import candidate_in_channels
 from .rules import LEFTOVER_2D_MODULES, ConvertContext, find_rule, keep_depth_correction
+from .shapes import candidate_in_channels
 from .weights import load_2d_weights
 
 __all__ = ["ConversionError", "convert_to_3d", "find_leftover_2d"]
@@ -353,7 +353,9 @@ def _output_shapes(output: Any) -> list[tuple[int, ...]]:
 def _source_line(node: fx.Node) -> str:
     """``file:line: code`` of the 2D model's code that created ``node`` (its innermost frame outside torch)."""
     lines = [line.strip() for line in (node.stack_trace or "").strip().splitlines() if line.strip()]
-    frames = [(line, lines[i + 1] if i + 1 < len(lines) else "") for i, line in enumerate(lines) if line.startswith("File ")]
+    frames = [
+        (line, lines[i + 1] if i + 1 < len(lines) else "") for i, line in enumerate(lines) if line.startswith("File ")
+    ]
     torch_dir = os.path.dirname(torch.__file__)
     user = [f for f in frames if torch_dir not in f[0]]
     if not user:
@@ -391,7 +393,7 @@ class _Locator(fx.Interpreter):
             return super().run_node(n)
         except ConversionError:
             raise
-        except Exception as error:  # noqa: BLE001 - re-raised with where it happened
+        except Exception as error:
             raise ConversionError(
                 f"node '{n.name}' ({n.op} {getattr(n.target, '__name__', n.target)}) at {_where(n)}, "
                 f"{_source_line(n)}: {type(error).__name__}: {_first_line(error)}"
@@ -433,7 +435,7 @@ def _run_hooked(net: nn.Module, x: torch.Tensor) -> Any:
         return net(x)
     except ConversionError:
         raise
-    except Exception as error:  # noqa: BLE001 - re-raised with where it happened
+    except Exception as error:
         where = stack[-1] if stack else "<root>"
         module = net.get_submodule(where) if where not in ("", "?", "<root>") else net
         try:
@@ -459,7 +461,7 @@ def _first_run(model: nn.Module, device: str, edges: tuple[int, ...], batch: int
             try:
                 with torch.no_grad():
                     return edge, channels, _output_shapes(model(x))
-            except Exception:  # noqa: BLE001 - try the next channel count / size
+            except Exception:  # noqa: BLE001, S112 - try the next channel count / size
                 continue
     return None
 

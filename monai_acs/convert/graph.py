@@ -37,6 +37,7 @@ __all__ = [
     "trace_2d",
 ]
 
+
 def _pair(value: Any) -> tuple[int, int]:
     return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[-1]))
 
@@ -1043,7 +1044,7 @@ def _map_axes(value: Any, ndim: int, depth_at: int, with_depth: bool) -> Any:
     if type(value) is int:
         mapped = _map_axis(value, ndim, depth_at)
         if with_depth and (value + ndim if value < 0 else value) == depth_at:
-            return [mapped - 1, mapped] if mapped >= 0 else [mapped - 1, mapped]
+            return [mapped - 1, mapped]  # D sits just before H
         return mapped
     if isinstance(value, (list, tuple)) and all(type(v) is int for v in value):
         out: list[int] = []
@@ -1130,15 +1131,16 @@ class _ShapeAwarePass:
         if len(sizes) != self.ndim(node) or any(isinstance(v, fx.Node) and v in self.shapes.shapes for v in sizes):
             return
         with self.graph.inserting_before(node):
-            depth = self.graph.call_method("size", (source, _map_axis(self.depth_at[source], self.ndim(source), 0) - 1
-                                                    if False else self.depth_at[source]))
+            depth = self.graph.call_method("size", (source, self.depth_at[source]))
         sizes.insert(h_out, depth)
         node.args = (source, sizes) if len(rest) == 1 else (source, *sizes)
 
     def _rank_agnostic(self, node: fx.Node) -> bool:
         """A view / reshape / expand whose sizes are computed from the rank of a map (``x.ndim``, ``x.dim()``)."""
-        is_view = node.op == "call_method" and node.target in ("view", "reshape", "expand") or (
-            node.op == "call_function" and node.target is torch.reshape
+        is_view = (
+            node.op == "call_method"
+            and node.target in ("view", "reshape", "expand")
+            or (node.op == "call_function" and node.target is torch.reshape)
         )
         if not is_view:
             return False
@@ -1181,8 +1183,10 @@ class _ShapeAwarePass:
             self.reduction(node)
         elif op == "call_method" and target == "permute" or op == "call_function" and target is torch.permute:
             self.permute(node)
-        elif op == "call_method" and target in ("transpose", "swapaxes", "swapdims") or (
-            op == "call_function" and target in (torch.transpose, torch.swapaxes)
+        elif (
+            op == "call_method"
+            and target in ("transpose", "swapaxes", "swapdims")
+            or (op == "call_function" and target in (torch.transpose, torch.swapaxes))
         ):
             self.transpose(node)
         elif op == "call_method" and target == "flatten" or op == "call_function" and target is torch.flatten:
@@ -1202,7 +1206,9 @@ class _ShapeAwarePass:
             self.pad(node)
         elif op == "call_function":
             _rewrite_function(self.graph, node, self.ctx, self.spatial)
-        if (op == "call_function" and target in _BINARY_FUNCTIONS) or (op == "call_method" and target in _BINARY_METHODS):
+        if (op == "call_function" and target in _BINARY_FUNCTIONS) or (
+            op == "call_method" and target in _BINARY_METHODS
+        ):
             self.broadcast(node)
 
     def _spatial_axis(self, source: fx.Node, index: int) -> str | None:
@@ -1312,7 +1318,9 @@ class _ShapeAwarePass:
         if depth_at is None or ndim is None or not all(type(d) is int for d in dims) or len(dims) != ndim:
             return
         dims = [d + ndim if d < 0 else d for d in dims]
-        self._refuse_hw_swap(node, source, dims, f"permute{tuple(node.args[1:]) if len(node.args) > 2 else tuple(dims)}")
+        self._refuse_hw_swap(
+            node, source, dims, f"permute{tuple(node.args[1:]) if len(node.args) > 2 else tuple(dims)}"
+        )
         new = _map_axes(dims, ndim, depth_at, True)
         node.args, node.kwargs = (source, list(new)), {}
         self.depth_at[node] = dims.index(depth_at)

@@ -15,12 +15,12 @@ from ..layers import ACSConvTranspose, OperatorSpec
 from ..layers.fusion import inflate_conv_weight
 
 __all__ = [
-    "AvgPool3dExcludePad",
     "LEFTOVER_2D_MODULES",
     "MODULE_RULES",
-    "find_rule",
+    "AvgPool3dExcludePad",
     "ConvertContext",
     "expand_pair",
+    "find_rule",
     "keep_depth_correction",
     "map_permutation",
 ]
@@ -174,7 +174,9 @@ class AvgPool3dExcludePad(nn.Module):
         return total / count
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, ceil_mode={self.ceil_mode}"
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, ceil_mode={self.ceil_mode}"
+        )
 
 
 def _avg_pool(module: nn.AvgPool2d, ctx: ConvertContext) -> nn.Module:

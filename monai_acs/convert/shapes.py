@@ -123,7 +123,7 @@ def probe_graph_shapes(gm: nn.Module, graph: fx.Graph) -> GraphShapes | None:
         try:
             with torch.no_grad():
                 runner(torch.empty(2, candidate, _PROBE_EDGES[0], _PROBE_EDGES[0], device="meta"))
-        except Exception:  # noqa: BLE001 - not this channel count (or not this size: tried below)
+        except Exception:  # noqa: BLE001, S112 - not this channel count (or not this size: tried below)
             continue
         channels = candidate
         break

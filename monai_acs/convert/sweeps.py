@@ -175,8 +175,14 @@ MONAI_MODELS: dict[str, tuple[dict[str, Any], int]] = {
         32,
     ),
     "ResNet": (
-        {"block": "basic", "layers": [1, 1, 1, 1], "block_inplanes": [4, 8, 16, 32], "spatial_dims": 2,
-         "n_input_channels": 1, "num_classes": 2},
+        {
+            "block": "basic",
+            "layers": [1, 1, 1, 1],
+            "block_inplanes": [4, 8, 16, 32],
+            "spatial_dims": 2,
+            "n_input_channels": 1,
+            "num_classes": 2,
+        },
         32,
     ),
     "SEResNet50": ({"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "pretrained": False}, 32),
@@ -185,8 +191,16 @@ MONAI_MODELS: dict[str, tuple[dict[str, Any], int]] = {
         32,
     ),
     "HighResNet": ({"spatial_dims": 2, "in_channels": 1, "out_channels": 2}, 16),
-    "VNet": ({"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "dropout_prob_down": 0.0,
-              "dropout_prob_up": (0.0, 0.0)}, 16),
+    "VNet": (
+        {
+            "spatial_dims": 2,
+            "in_channels": 1,
+            "out_channels": 2,
+            "dropout_prob_down": 0.0,
+            "dropout_prob_up": (0.0, 0.0),
+        },
+        16,
+    ),
 }
 
 # torchvision segmentation models and FPN backbones (the zoo module covers the classification CNNs).

@@ -97,7 +97,9 @@ def test_untraceable_2d_forward_is_refused_by_the_check_run():
     # strict=False keeps the 2D forward; the meta check run then refuses it, naming the module and its code
     from monai_acs.convert import ConversionError
 
-    with pytest.raises(ConversionError, match=r"module 'body\.1' \(_UntraceableFunctionalConv, forward at .*\.py:\d+\)"):
+    with pytest.raises(
+        ConversionError, match=r"module 'body\.1' \(_UntraceableFunctionalConv, forward at .*\.py:\d+\)"
+    ):
         convert_to_3d(_Net(_UntraceableFunctionalConv()), "acs", strict=False)
 
 

@@ -70,7 +70,9 @@ def test_every_registered_operator_converts_on_meta(operator):
 
 
 FUNCTIONS = {
-    "acs_conv3d": lambda d: acs_conv3d(torch.randn(INPUT_SHAPE, device=d), torch.randn(6, 4, 3, 3, device=d), padding=1),
+    "acs_conv3d": lambda d: acs_conv3d(
+        torch.randn(INPUT_SHAPE, device=d), torch.randn(6, 4, 3, 3, device=d), padding=1
+    ),
     "mean_acs_conv3d": lambda d: mean_acs_conv3d(
         torch.randn(INPUT_SHAPE, device=d), torch.randn(6, 4, 3, 3, device=d), stride=2, padding=1
     ),
