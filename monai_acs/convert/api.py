@@ -413,7 +413,18 @@ def _run_located(net: nn.Module, x: torch.Tensor) -> Any:
 
 
 def _run_graph(graph_module: fx.GraphModule, *args: Any) -> Any:
-    return _Locator(graph_module).run(*args)
+    return _mutable(_Locator(graph_module).run(*args))
+
+
+def _mutable(value: Any) -> Any:
+    """The interpreter returns fx's immutable containers; the caller's code may mutate what the forward returns."""
+    if isinstance(value, list):
+        return [_mutable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _mutable(v) for k, v in value.items()}
+    if type(value) is tuple or type(value).__name__ == "immutable_list":
+        return tuple(_mutable(v) for v in value)
+    return value
 
 
 def _run_hooked(net: nn.Module, x: torch.Tensor) -> Any:
@@ -509,16 +520,29 @@ def verify_conversion(
         )
         return
     edge, channels, shapes_2d = found
-    d = depth if keep_depth and depth is not None else (3 if keep_depth else edge)
-    shape = (batch, channels, d, edge, edge)
-    if device == "meta":
-        runner, x = _meta_copy(net).eval(), torch.empty(shape, device="meta")
+    if keep_depth:  # the depth the network is built for; else a few (a model may need sizes divisible by 8)
+        depths = [depth] if depth is not None else list(dict.fromkeys([3, 8, 16, edge]))
     else:
-        runner, x = net, torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        depths = [edge]
+    runner = _meta_copy(net) if device == "meta" else net
     was_training = runner.training
+    first_error = None
     try:
-        with torch.no_grad():
-            shapes_3d = _output_shapes(_run_located(runner.eval(), x))
+        for d in depths:
+            shape = (batch, channels, d, edge, edge)
+            if device == "meta":
+                x = torch.empty(shape, device="meta")
+            else:
+                x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+            try:
+                with torch.no_grad():
+                    shapes_3d = _output_shapes(_run_located(runner.eval(), x))
+            except ConversionError as error:
+                first_error = first_error or error
+                continue
+            break
+        else:
+            raise first_error
     finally:
         runner.train(was_training)
     if len(shapes_3d) != len(shapes_2d):

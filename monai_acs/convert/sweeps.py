@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..layers import get_operator
 from .api import convert_to_3d
 
 __all__ = [
@@ -320,14 +321,18 @@ def check_2d_model(
 
     net = (converted if converted is not None else convert_to_3d(model, operator, **convert_options)).train()
     keys_3d, keys_2d = list(net.state_dict()), list(state_2d)
-    if sorted(keys_3d) != sorted(keys_2d):
-        missing = sorted(set(keys_2d) - set(keys_3d))
-        extra = sorted(set(keys_3d) - set(keys_2d))
+    missing = sorted(set(keys_2d) - set(keys_3d))
+    # operator extras (Soft-ACS view weights, P3D depth convolutions, A3D slice mixes) live in the fusion layers
+    layer_type = get_operator(operator).layer
+    extra = sorted(
+        k for k in set(keys_3d) - set(keys_2d) if not isinstance(net.get_submodule(k.rpartition(".")[0]), layer_type)
+    )
+    if missing or extra:
         raise AssertionError(f"state_dict keys differ from 2D: missing {missing[:5]}, extra {extra[:5]}")
     shapes_kept = all(net.state_dict()[k].shape == v.shape for k, v in state_2d.items())
-    if shapes_kept:  # operators that keep every 2D shape (not I3D/P3D/A3D): strict round trip both ways
-        net.load_state_dict(state_2d, strict=True)
-        copy.deepcopy(model).load_state_dict(net.state_dict(), strict=True)
+    if shapes_kept:  # strict round trip of the 2D keys both ways (I3D inflates kernels: shapes differ)
+        net.load_state_dict({**net.state_dict(), **state_2d}, strict=True)
+        copy.deepcopy(model).load_state_dict({k: v for k, v in net.state_dict().items() if k in state_2d}, strict=True)
 
     n, c, h, w = input_shape
     keep = convert_options.get("keep_depth", False)
