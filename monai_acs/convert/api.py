@@ -26,7 +26,7 @@ from .graph import (
     warn_untraced,
 )
 from .rules import LEFTOVER_2D_MODULES, ConvertContext, find_rule, keep_depth_correction
-from .shapes import candidate_in_channels
+from .shapes import candidate_in_channels, input_dtype
 from .weights import load_2d_weights
 
 __all__ = ["ConversionError", "convert_to_3d", "find_leftover_2d"]
@@ -465,10 +465,14 @@ def _run_hooked(net: nn.Module, x: torch.Tensor) -> Any:
 def _first_run(model: nn.Module, device: str, edges: tuple[int, ...], batch: int) -> tuple[int, int, list] | None:
     """(edge, channels, output shapes) of the first (batch, C, S, S) input the 2D model accepts, or None."""
     generator = torch.Generator().manual_seed(0)
+    dtype = input_dtype(model)
     for edge in edges:
         for channels in candidate_in_channels(model):
             shape = (batch, channels, edge, edge)
-            x = torch.empty(shape, device="meta") if device == "meta" else torch.randn(shape, generator=generator)
+            if device == "meta":
+                x = torch.empty(shape, device="meta", dtype=dtype)
+            else:
+                x = torch.randn(shape, generator=generator).to(dtype)
             try:
                 with torch.no_grad():
                     return edge, channels, _output_shapes(model(x))
@@ -531,9 +535,9 @@ def verify_conversion(
         for d in depths:
             shape = (batch, channels, d, edge, edge)
             if device == "meta":
-                x = torch.empty(shape, device="meta")
+                x = torch.empty(shape, device="meta", dtype=input_dtype(runner))
             else:
-                x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+                x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(input_dtype(runner))
             try:
                 with torch.no_grad():
                     shapes_3d = _output_shapes(_run_located(runner.eval(), x))

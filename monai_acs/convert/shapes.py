@@ -18,7 +18,16 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-__all__ = ["GraphShapes", "candidate_in_channels", "probe_graph_shapes"]
+__all__ = ["GraphShapes", "candidate_in_channels", "input_dtype", "probe_graph_shapes"]
+
+
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's first floating parameter / buffer (float32 when it has none)."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
 
 _PROBE_EDGES = (64, 128, 224, 32, 256, 160, 192)
 
@@ -85,15 +94,25 @@ class _Recorder(fx.Interpreter):
 
 
 def candidate_in_channels(model: nn.Module) -> list[int]:
-    """Input channel counts to try for a 2D model: the first layer's ``in_channels``, then 3, 1 and the other layers'
-    (a stem such as TResNet's space-to-depth comes before the first convolution)."""
-    found = []
+    """Input channel counts to try for a 2D model, first match first: the layers' ``in_channels`` (the first
+    layer's first), 3 and 1, the channel sizes of norms / linear layers / kernels, then 4.
+
+    A stem such as TResNet's space-to-depth comes before the first convolution; a block without convolutions
+    (channel shuffle, layer scale) is sized by its norms."""
+    convs, others = [], []
     for module in model.modules():
         channels = getattr(module, "in_channels", None)
         if isinstance(channels, int) and isinstance(getattr(module, "weight", None), torch.Tensor):
-            found.append(channels)
+            convs.append(channels)
+        for name in ("num_features", "in_features", "num_channels"):
+            value = getattr(module, name, None)
+            if isinstance(value, int):
+                others.append(value)
+        shape = getattr(module, "normalized_shape", None)
+        if isinstance(shape, tuple) and len(shape) == 1:
+            others.append(int(shape[0]))
     kernels = [int(p.shape[1]) for p in model.parameters() if p.dim() == 4]  # functional convolutions' kernels
-    ordered = found[:1] + [3, 1] + found[1:] + kernels[:1]
+    ordered = convs[:1] + [3, 1] + convs[1:3] + kernels[:1] + others[:2] + [4]
     return list(dict.fromkeys(ordered))[:8]
 
 
@@ -118,11 +137,11 @@ def probe_graph_shapes(gm: nn.Module, graph: fx.Graph) -> GraphShapes | None:
     except Exception:  # noqa: BLE001 - nothing to probe with
         return None
     back = {new: old for old, new in mapping.items()}
-    channels = None
+    channels, dtype = None, input_dtype(gm)
     for candidate in candidate_in_channels(gm):
         try:
             with torch.no_grad():
-                runner(torch.empty(2, candidate, _PROBE_EDGES[0], _PROBE_EDGES[0], device="meta"))
+                runner(torch.empty(2, candidate, _PROBE_EDGES[0], _PROBE_EDGES[0], device="meta", dtype=dtype))
         except Exception:  # noqa: BLE001, S112 - not this channel count (or not this size: tried below)
             continue
         channels = candidate
@@ -138,13 +157,13 @@ def probe_graph_shapes(gm: nn.Module, graph: fx.Graph) -> GraphShapes | None:
             recorder = _Recorder(runner)
             try:
                 with torch.no_grad():
-                    recorder.run(torch.empty(2, channels, h, w, device="meta"))
+                    recorder.run(torch.empty(2, channels, h, w, device="meta", dtype=dtype))
             except Exception:  # noqa: BLE001 - try the next probe size
                 break
             runs.append(recorder.values)
         if len(runs) == 3:
             return _roles(edge, runs, back)
-        if len(runs) == 1 and not _runs(runner, channels, 2 * edge, 2 * edge):
+        if len(runs) == 1 and not _runs(runner, channels, 2 * edge, 2 * edge, dtype):
             fixed_sizes.append(edge)
     if fixed_sizes and len(fixed_sizes) == 1:
         raise FixedSizeError(
@@ -159,10 +178,10 @@ class FixedSizeError(NotImplementedError):
     """A 2D graph that runs at one input size only (position embeddings / attention biases over a fixed grid)."""
 
 
-def _runs(runner: nn.Module, channels: int, h: int, w: int) -> bool:
+def _runs(runner: nn.Module, channels: int, h: int, w: int, dtype: torch.dtype) -> bool:
     try:
         with torch.no_grad():
-            runner(torch.empty(2, channels, h, w, device="meta"))
+            runner(torch.empty(2, channels, h, w, device="meta", dtype=dtype))
     except Exception:  # noqa: BLE001
         return False
     return True
