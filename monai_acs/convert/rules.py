@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -295,6 +296,57 @@ MODULE_RULES: dict[type, Callable[[Any, ConvertContext], nn.Module]] = {
     Permute: _permute,
 }
 
+
+class SamePad3d:
+    """Forward pre-hook: TensorFlow "SAME" padding of a 5-D input for a (D, H, W) kernel / stride / dilation, computed
+    from the input's size at run time (timm's ``Conv2dSame`` / ``MaxPool2dSame`` / ``AvgPool2dSame`` in 3D).
+
+    Args:
+        kernel, stride, dilation: (D, H, W) triples; a depth kernel of 1 with stride 1 pads nothing along depth.
+        value: the padding value (``-inf`` for max pooling). Default 0.
+    """
+
+    def __init__(self, kernel: tuple, stride: tuple, dilation: tuple, value: float = 0.0) -> None:
+        self.kernel, self.stride, self.dilation, self.value = tuple(kernel), tuple(stride), tuple(dilation), value
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        pads: list[int] = []
+        for size, k, s, d in reversed(list(zip(x.shape[2:], self.kernel, self.stride, self.dilation))):
+            total = max((math.ceil(int(size) / s) - 1) * s + (k - 1) * d + 1 - int(size), 0)
+            pads += [total // 2, total - total // 2]
+        return (F.pad(x, pads, value=self.value), *args[1:])
+
+
+def _timm_same_rules() -> dict[type, Callable[[Any, ConvertContext], nn.Module]]:
+    """Rules for timm's dynamic "SAME" padding layers (only when the model uses timm)."""
+    from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    def conv_same(module: nn.Conv2d, ctx: ConvertContext) -> nn.Module:
+        layer = _conv2d(module, ctx)
+        kh, kw = module.kernel_size
+        size = tuple(getattr(layer, "kernel_size", ()))
+        # the layer's (D, H, W) extent: a 3D kernel (I3D's inflated one), else the ACS family's box
+        box = size if len(size) == 3 else getattr(layer, "box_kernel_size", (kh, max(kh, kw), kw))
+        kernel = (1 if ctx.keep_depth else box[0], box[1], box[2])  # keep_depth: the layer keeps the depth
+        stride = (1 if ctx.keep_depth else module.stride[0], *module.stride)
+        dilation = (module.dilation[0], *module.dilation)
+        layer.register_forward_pre_hook(SamePad3d(kernel, stride, dilation))
+        return layer
+
+    def pool_same(module: nn.Module, ctx: ConvertContext) -> nn.Module:
+        is_max = isinstance(module, nn.MaxPool2d)
+        layer = _max_pool(module, ctx) if is_max else _avg_pool(module, ctx)
+        kernel = expand_pair(module.kernel_size, ctx.keep_depth, 1)
+        stride = expand_pair(module.stride if module.stride is not None else module.kernel_size, ctx.keep_depth, 1)
+        dilation = expand_pair(getattr(module, "dilation", 1), ctx.keep_depth, 1)
+        layer.register_forward_pre_hook(SamePad3d(kernel, stride, dilation, -math.inf if is_max else 0.0))
+        return layer
+
+    return {Conv2dSame: conv_same, MaxPool2dSame: pool_same, AvgPool2dSame: pool_same}
+
+
 _FORWARD_METHODS = ("forward", "_conv_forward", "_check_input_dim")
 
 
@@ -313,6 +365,10 @@ def find_rule(module: nn.Module) -> Callable[[Any, ConvertContext], nn.Module] |
     rule = MODULE_RULES.get(kind)
     if rule is not None:
         return rule
+    if kind.__module__.startswith("timm.layers") and kind.__name__.endswith("2dSame"):
+        rule = _timm_same_rules().get(kind)
+        if rule is not None:
+            return rule
     for base in kind.__mro__[1:]:
         if base in MODULE_RULES:
             same = all(getattr(kind, name, None) is getattr(base, name, None) for name in _FORWARD_METHODS)

@@ -222,3 +222,17 @@ def test_avg_pool_excluding_padding_accepts_maps_smaller_than_the_kernel():
         assert pool(torch.randn(1, 3, 1, 1, 1)).shape == (1, 3, 1, 1, 1)  # AvgPool3d raises here, AvgPool2d does not
     model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False))
     check_invariant(model, (1, 2, 1, 1))  # PoolFormer's token mixer on a 1 x 1 map
+
+
+@pytest.mark.parametrize("operator", ["acs", "i3d", "conv2p5d", "p3d"])
+def test_timm_same_padding_layers_convert(operator):
+    from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    model = nn.Sequential(
+        Conv2dSame(3, 4, 3, stride=2), MaxPool2dSame(3, 2), Conv2dSame(4, 4, (1, 7)), AvgPool2dSame(3, 2)
+    )
+    check_invariant(model, (1, 3, 17, 19))
+    net = convert_to_3d(model, operator)
+    assert net(torch.randn(1, 3, 17, 17, 19)).shape == (1, 4, 3, 3, 3)  # SAME: ceil(17 / 4) = 3 on every axis
+    assert sorted(net.state_dict()) == sorted(model.state_dict()) or operator == "p3d"
