@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -318,6 +319,7 @@ class SamePad3d:
         return (F.pad(x, pads, value=self.value), *args[1:])
 
 
+@functools.cache
 def _timm_same_rules() -> dict[type, Callable[[Any, ConvertContext], nn.Module]]:
     """Rules for timm's dynamic "SAME" padding layers (only when the model uses timm)."""
     from timm.layers.conv2d_same import Conv2dSame
@@ -365,7 +367,7 @@ def find_rule(module: nn.Module) -> Callable[[Any, ConvertContext], nn.Module] |
     rule = MODULE_RULES.get(kind)
     if rule is not None:
         return rule
-    if kind.__module__.startswith("timm.layers") and kind.__name__.endswith("2dSame"):
+    if kind.__module__.startswith("timm."):  # timm is imported only for timm models
         rule = _timm_same_rules().get(kind)
         if rule is not None:
             return rule
