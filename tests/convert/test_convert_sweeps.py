@@ -38,18 +38,15 @@ EXPECTED_REFUSALS: dict[tuple[str, str], str] = {
 # One entry per root cause the converter had to handle; each takes a few seconds on 2 cores.
 FAST = [
     ("timm", "efficientnet"),  # BatchNormAct2d (a BatchNorm2d subclass with its own forward): ndim check, buffers
-    ("timm", "convnext"),  # channels-last permutes, (C, 1, 1) layer scale, LayerNorm2d
     ("timm", "nfnet"),  # weight-standardised F.conv2d (functional conv) and a gamma broadcast
     ("timm", "mambaout"),  # channels-last x.mean((1, 2)) head
     ("timm", "resnest"),  # reshape((B, r, C // r, 1, 1)) split attention broadcast
-    ("timm", "lowformer"),  # attention over h * w tokens: permutes of non-map 4-D tensors stay
     ("monai", "DynUNet"),  # skip_layers alias keys, deep supervision stacked output
-    ("monai", "VNet"),  # x.repeat([1, 16, 1, 1])
-    ("monai", "HighResNet"),  # 6-entry channel F.pad
-    ("monai", "BasicUNet"),  # untraceable UpCat (rank-agnostic): verified by the check run
     ("torchvision", "fpn_resnet18"),  # FrozenBatchNorm2d buffers: state-dict keys kept
     ("timm", "efficientformer_v2"),  # refused: attention biases over a fixed 2D grid
 ]
+# slow only: lowformer (attention over h * w tokens), VNet (x.repeat), HighResNet (channel F.pad), BasicUNet
+# (untraceable UpCat), convnext (channels-last); the patterns themselves have fast unit tests below
 
 
 def test_every_timm_family_is_swept_or_excluded_with_a_reason():
@@ -236,3 +233,26 @@ def test_timm_same_padding_layers_convert(operator):
     net = convert_to_3d(model, operator)
     assert net(torch.randn(1, 3, 17, 17, 19)).shape == (1, 4, 3, 3, 3)  # SAME: ceil(17 / 4) = 3 on every axis
     assert sorted(net.state_dict()) == sorted(model.state_dict()) or operator == "p3d"
+
+
+class _RepeatPad(nn.Module):
+    """MONAI VNet's ``x.repeat([1, 2, 1, 1])`` residual and HighResNet's 6-entry channel ``F.pad``; attention over
+    ``h * w`` tokens with a permute of a non-map 4-D tensor (lowformer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x) + x.repeat([1, 2, 1, 1])
+        y = y + torch.nn.functional.pad(x, (0, 0, 0, 0, 1, 1))
+        n, c, h, w = y.size()
+        tokens = y.reshape(n, 2, c // 2, h * w).permute(0, 1, 3, 2)  # (N, heads, HW, C / heads)
+        attention = torch.softmax(tokens @ tokens.transpose(-2, -1), dim=-1) @ tokens
+        return y + attention.permute(0, 1, 3, 2).reshape(n, c, h, w)
+
+
+def test_repeat_channel_pad_and_token_attention():
+    check_invariant(_RepeatPad(), (1, 2, 5, 6), depth=3)
+    net = convert_to_3d(_RepeatPad(), "acs")
+    assert net(torch.randn(2, 2, 3, 5, 6)).shape == (2, 4, 3, 5, 6)
