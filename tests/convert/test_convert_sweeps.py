@@ -28,11 +28,14 @@ timm = pytest.importorskip("timm")
 # Families refused at conversion time, with the reason convert_to_3d gives (a substring of it).
 EXPECTED_REFUSALS: dict[tuple[str, str], str] = {
     ("timm", "byoanet"): "HaloAttn",  # 2D blocked (halo) attention with 2D relative position embeddings
-    ("timm", "cpubone"): "ConvAttention",  # untraceable forward unpacking a 4-D shape
+    ("timm", "cpubone"): "ConvAttention",  # untraceable forward (shape-dependent padding) unpacking a 4-D shape
     ("timm", "efficientvit_mit"): "LiteMLA",  # untraceable forward unpacking a 4-D shape
+    ("timm", "mobilevit"): "MobileVitBlock",  # untraceable forward (shape-dependent resize) unpacking a 4-D shape
+    ("timm", "vgg"): "ConvMlp",  # untraceable forward (shape-dependent branch) calling F.adaptive_avg_pool2d
     ("timm", "efficientformer"): "fixed 2D grid",
     ("timm", "efficientformer_v2"): "fixed 2D grid",
     ("timm", "visformer"): "fixed 2D grid",
+    ("timm", "maxxvit"): "fixed 2D grid",  # window attention with relative position biases
 }
 
 # One entry per root cause the converter had to handle; each takes a few seconds on 2 cores.
