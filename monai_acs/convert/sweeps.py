@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import fnmatch
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +39,7 @@ __all__ = [
     "check_2d_model",
     "check_invariant",
     "check_named",
+    "is_timm_excluded",
     "sweep_names",
 ]
 
@@ -438,6 +438,3 @@ def is_timm_excluded(module_name: str) -> str | None:
         if fnmatch.fnmatch(module_name, pattern):
             return reason
     return None
-
-
-Builder = Callable[[], nn.Module]
