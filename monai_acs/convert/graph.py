@@ -186,6 +186,11 @@ class _Tracer(fx.Tracer):
     proxy_buffer_attributes = True
     record_stack_traces = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # a converted graph's own functions stay calls when its code is traced again (unpickling re-traces it)
+        kwargs.setdefault("autowrap_functions", (conv2d_as_3d,))
+        super().__init__(*args, **kwargs)
+
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return find_rule(m) is not None or super().is_leaf_module(m, module_qualified_name)
 

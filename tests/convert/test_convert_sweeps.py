@@ -259,3 +259,14 @@ def test_repeat_channel_pad_and_token_attention():
     check_invariant(_RepeatPad(), (1, 2, 5, 6), depth=3)
     net = convert_to_3d(_RepeatPad(), "acs")
     assert net(torch.randn(2, 2, 3, 5, 6)).shape == (2, 4, 3, 5, 6)
+
+
+def test_functional_conv_and_same_padding_survive_pickling():
+    import pickle
+
+    from timm.layers.conv2d_same import Conv2dSame
+
+    for model in (_Functional(), nn.Sequential(Conv2dSame(4, 4, 3, stride=2))):
+        net = convert_to_3d(model, "acs").eval()
+        x = torch.randn(1, 4, 5, 6, 7)
+        torch.testing.assert_close(pickle.loads(pickle.dumps(net))(x), net(x))  # unpickling re-traces the code
