@@ -14,6 +14,7 @@ import torch
 from torch import fx, nn
 
 from ..layers import get_operator
+from .adapters import find_adapter
 from .graph import (
     ConvertedGraphModule,
     _where,
@@ -186,12 +187,18 @@ def _convert_tree(module: nn.Module, ctx: ConvertContext, prefix: str, untraced:
         try:
             graphs = trace_2d(module)
         except Exception as error:  # noqa: BLE001 - any tracing failure: fall back to the children
-            untraced.append((where, type(module).__name__, _trace_error(error), scan_untraced_code(module)[1]))
+            adapter = find_adapter(module)
+            if adapter is None:
+                untraced.append((where, type(module).__name__, _trace_error(error), scan_untraced_code(module)[1]))
         else:
             return _convert_traced(module, graphs, ctx, prefix)
+    else:
+        adapter = None
+    token_children = adapter.token_children if adapter is not None else ()
     for name, child in list(module.named_children()):
-        setattr(module, name, _convert_tree(child, ctx, f"{prefix}{name}.", untraced))
-    return module
+        if name not in token_children:  # an adapter's token-sequence children have no spatial axes
+            setattr(module, name, _convert_tree(child, ctx, f"{prefix}{name}.", untraced))
+    return adapter(module, ctx) if adapter is not None else module
 
 
 def _is_foreign(module: nn.Module) -> bool:

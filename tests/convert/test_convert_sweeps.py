@@ -28,10 +28,6 @@ timm = pytest.importorskip("timm")
 # Families refused at conversion time, with the reason convert_to_3d gives (a substring of it).
 EXPECTED_REFUSALS: dict[tuple[str, str], str] = {
     ("timm", "byoanet"): "HaloAttn",  # 2D blocked (halo) attention with 2D relative position embeddings
-    ("timm", "cpubone"): "ConvAttention",  # untraceable forward (shape-dependent padding) unpacking a 4-D shape
-    ("timm", "efficientvit_mit"): "LiteMLA",  # untraceable forward unpacking a 4-D shape
-    ("timm", "mobilevit"): "MobileVitBlock",  # untraceable forward (shape-dependent resize) unpacking a 4-D shape
-    ("timm", "vgg"): "ConvMlp",  # untraceable forward (shape-dependent branch) calling F.adaptive_avg_pool2d
     ("timm", "efficientformer"): "fixed 2D grid",
     ("timm", "efficientformer_v2"): "fixed 2D grid",
     ("timm", "visformer"): "fixed 2D grid",
@@ -47,8 +43,10 @@ FAST = [
     ("monai", "DynUNet"),  # skip_layers alias keys, deep supervision stacked output
     ("torchvision", "fpn_resnet18"),  # FrozenBatchNorm2d buffers: state-dict keys kept
     ("timm", "efficientformer_v2"),  # refused: attention biases over a fixed 2D grid
+    ("timm", "mobilevit"),  # untraceable MobileVitBlock: N-D adapter (monai_acs.convert.adapters)
+    ("timm", "efficientvit_mit"),  # untraceable LiteMLA (linear attention): N-D adapter
 ]
-# slow only: lowformer (attention over h * w tokens), VNet (x.repeat), HighResNet (channel F.pad), BasicUNet
+# slow only: vgg, cpubone (N-D adapters for ConvMlp, ConvAttention), lowformer (attention over h * w tokens), VNet (x.repeat), HighResNet (channel F.pad), BasicUNet
 # (untraceable UpCat), convnext (channels-last); the patterns themselves have fast unit tests below
 
 
@@ -270,3 +268,14 @@ def test_functional_conv_and_same_padding_survive_pickling():
         net = convert_to_3d(model, "acs").eval()
         x = torch.randn(1, 4, 5, 6, 7)
         torch.testing.assert_close(pickle.loads(pickle.dumps(net))(x), net(x))  # unpickling re-traces the code
+
+
+def test_mobilevit_adapter_resizes_sizes_that_are_not_patch_multiples():
+    """40 -> 5 voxels at the MobileViT stages: the 2x2 patches need the (tri)linear resize branch of the adapter."""
+    model = timm.create_model("mobilevit_xxs", pretrained=False, num_classes=3).eval()
+    net = convert_to_3d(model, "acs")
+    assert type(net.stages[2][1]).__name__ == "MobileVitBlockND"
+    assert set(net.state_dict()) == set(model.state_dict())
+    out = net(torch.randn(1, 3, 40, 40, 40))
+    assert out.shape == (1, 3)
+    check_invariant(model, (1, 3, 40, 40), 2)  # 2.5D: the resize along H, W only, per slice as in 2D
