@@ -9,13 +9,14 @@ keys are unchanged); only its class changes. The check run and the sweeps' invar
 
 - timm ``vgg.ConvMlp`` (VGG pre-logits): pools every spatial axis up to the kernel size when smaller (its depth
   only when the converted kernel spans depth, i.e. not with ``keep_depth``), then its convolutions.
-- timm ``efficientvit_mit.LiteMLA``: ReLU linear attention over the D x H x W tokens.
+- timm ``efficientvit_mit.LiteMLA``: ReLU linear attention over the D x H x W tokens; with ``keep_depth`` its
+  normaliser's ``eps`` is multiplied by D, which makes a depth-constant volume give the 2D result exactly.
 - timm ``cpubone.ConvAttention``: strided projection, softmax attention over the tokens, upsampling, crop.
 - timm ``mobilevit.MobileVitBlock``: unfold into (d, h, w) patches (d = the patch height, 1 with ``keep_depth``),
   transformer over the patches, fold.
 
 The token attentions are exact in 2.5D: on a volume that is constant along depth every token is repeated D times,
-which neither softmax nor ReLU linear attention changes.
+which neither softmax nor ReLU linear attention changes (the latter with its ``eps`` scaled by D, above).
 """
 
 from __future__ import annotations
@@ -70,11 +71,11 @@ class ConvMlpND(_Adapted):
 class LiteMLAND(_Adapted):
     """timm's EfficientViT ``LiteMLA`` (multi-scale ReLU linear attention) over all spatial positions."""
 
-    def _linear_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _linear_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
         # v carries a column of ones: the last output column is the normaliser
         dtype = v.dtype
         out = q.float() @ (k.float().transpose(-1, -2) @ v.float())
-        return (out[..., :-1] / (out[..., -1:] + self.eps)).to(dtype)
+        return (out[..., :-1] / (out[..., -1:] + eps)).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, spatial = x.shape[0], x.shape[2:]
@@ -84,11 +85,13 @@ class LiteMLAND(_Adapted):
         q, k, v = tokens.chunk(3, dim=-1)
         q, k = self.kernel_func(q), self.kernel_func(k)
         v = F.pad(v, (0, 1), mode="constant", value=1.0)
+        # keep_depth (2.5D): D slices multiply the normaliser by D on a depth-constant volume; eps scales with it
+        eps = self.eps * (spatial[0] if self.keep_depth and x.ndim == 5 else 1)
         if v.device.type != "meta":
             with torch.autocast(device_type=v.device.type, enabled=False):
-                out = self._linear_attention(q, k, v)
+                out = self._linear_attention(q, k, v, eps)
         else:
-            out = self._linear_attention(q, k, v)
+            out = self._linear_attention(q, k, v, eps)
         return self.proj(out.transpose(-1, -2).reshape(batch, -1, *spatial))
 
 
