@@ -12,6 +12,13 @@ Usage (from the repository root; the full sweep takes hours on 2 cores):
     python scripts/check_zoo.py                                   # every operator, every model
     python scripts/check_zoo.py --operators acs,i3d --models resnet18,mnasnet0_5
     python scripts/check_zoo.py --operators a3d --depth 7 --size 48
+    python scripts/check_zoo.py --sweep timm,monai,torchvision    # the registry sweeps (monai_acs.convert.sweeps)
+    python scripts/check_zoo.py --sweep timm --operators acs --models convnext,resnest
+
+``--sweep`` checks the timm CNN families (smallest model each), MONAI's 2D CNNs and torchvision's segmentation
+models and FPN backbones with ``monai_acs.convert.sweeps.check_named``: forward + backward, gradients, state-dict
+keys and strict round trip, and the 2.5D invariant oracle; it prints one Markdown table row per entry
+(``| source | entry | model | operator | result | reason |``) and a summary per source.
 """
 
 from __future__ import annotations
@@ -59,6 +66,53 @@ def _run_isolated(name: str, operator: str, options: dict[str, Any]) -> ZooResul
     return result
 
 
+def _sweep_child(connection: Any, source: str, name: str, operator: str) -> None:
+    from monai_acs.convert.sweeps import check_named
+
+    torch.manual_seed(0)
+    connection.send(check_named(source, name, operator))
+    connection.close()
+
+
+def _sweep_isolated(source: str, name: str, operator: str) -> Any:
+    from monai_acs.convert.sweeps import SweepResult
+
+    start = time.perf_counter()
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    process = multiprocessing.get_context("fork").Process(target=_sweep_child, args=(sender, source, name, operator))
+    process.start()
+    sender.close()
+    try:
+        result = receiver.recv()
+    except EOFError:
+        result = SweepResult(source, name, operator, "fail", time.perf_counter() - start, "no result (out of memory?)")
+    process.join()
+    return result
+
+
+def run_sweeps(sources: list[str], operators: list[str], models: list[str] | None) -> None:
+    """Print the registry sweeps as a Markdown table, then ``<source> <operator>: pass P, refused R, fail F / N``."""
+    from monai_acs.convert.sweeps import TIMM_FAMILIES, sweep_names
+
+    print("| source | entry | model | operator | result | reason |\n|---|---|---|---|---|---|", flush=True)
+    summary = []
+    for source in sources:
+        names = [n for n in sweep_names(source) if models is None or n in models]
+        for operator in operators:
+            counts = {"pass": 0, "refused": 0, "fail": 0}
+            for name in names:
+                result = _sweep_isolated(source, name, operator)
+                counts[result.status] += 1
+                model = TIMM_FAMILIES[name][0] if source == "timm" else name
+                reason = result.reason.replace("|", "/")[:220]
+                print(f"| {source} | {name} | {model} | {operator} | {result.status} | {reason} |", flush=True)
+            summary.append(
+                f"{source} {operator}: pass {counts['pass']}, refused {counts['refused']}, fail {counts['fail']} "
+                f"/ {len(names)}"
+            )
+    print("\n".join(["summary:", *summary]), flush=True)
+
+
 def _as_list(value: str | list | tuple | None) -> list[str] | None:
     if value is None:
         return None
@@ -76,6 +130,7 @@ def main(
     threads: int = 2,
     quiet: bool = False,
     isolate: bool = True,
+    sweep: str | list[str] | None = None,
 ) -> None:
     """Run the sweep and print one line per model, then ``<operator>: converted N/M`` and the failures.
 
@@ -88,9 +143,15 @@ def main(
         threads: torch CPU threads. Default 2.
         quiet: print only the summary. Default False.
         isolate: run every check in a forked process (a model killed for memory is reported, not fatal). Default True.
+        sweep: run the registry sweeps instead: comma-separated ``timm``, ``monai``, ``torchvision``
+            (``--operators`` default there: ``acs``; ``--models``: entry names). Default None.
     """
     torch.set_num_threads(threads)
     warnings.simplefilter("ignore")
+    if sweep is not None:
+        ops = ["acs"] if operators == "all" else _as_list(operators)
+        run_sweeps(_as_list(sweep), ops, _as_list(models))
+        return
     names = torchvision_cnn_names()
     chosen = _as_list(models)
     if chosen is not None:

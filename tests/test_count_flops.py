@@ -40,3 +40,14 @@ def test_counter_rules_on_known_modules(count_flops):
 def test_counter_refuses_unknown_weighted_module(count_flops):
     with pytest.raises(TypeError, match="no counting rule"):
         count_flops.FlopCounter(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_default_table_runs_every_row_on_meta(count_flops):
+    # the documented command's whole default table (every operator, the A3D/ACS rows included) on the meta device
+    records = count_flops.flop_table(slices=(3,), size=64)
+    assert [r["row"] for r in records] == list(count_flops.ROWS)
+    by_row = {r["row"]: r for r in records}
+    # ACS and TSM have exactly the FLOPs of no fusion; I3D more; A3D's fusion einsum adds on top
+    assert by_row["acs"]["gflops_3"] == by_row["tsm"]["gflops_3"] == by_row["conv2p5d"]["gflops_3"] > 0
+    assert by_row["i3d"]["gflops_3"] > by_row["conv2p5d"]["gflops_3"]
+    assert by_row["a3d"]["gflops_3_with_fusion"] > by_row["a3d"]["gflops_3"]

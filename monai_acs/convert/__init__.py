@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .api import convert_to_3d, find_leftover_2d
+from .api import ConversionError, convert_to_3d, find_leftover_2d
 from .weights import load_2d_weights, resolve_weights
 
-__all__ = ["convert_to_3d", "find_leftover_2d", "load_2d_weights", "resolve_weights"]
+__all__ = ["ConversionError", "convert_to_3d", "find_leftover_2d", "load_2d_weights", "resolve_weights"]

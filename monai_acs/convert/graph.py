@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .rules import MODULE_RULES, ConvertContext, adaptive_output_size, expand_pair, map_permutation, upsample_mode
+from .rules import ConvertContext, adaptive_output_size, expand_pair, find_rule, map_permutation, upsample_mode
 
 __all__ = [
     "ConvertedGraphModule",
+    "conv2d_as_3d",
     "correct_depth",
     "depth_one_modules",
     "leftover_2d_nodes",
@@ -35,6 +36,51 @@ __all__ = [
     "scan_untraced_code",
     "trace_2d",
 ]
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[-1]))
+
+
+def conv2d_as_3d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    operator: str = "acs",
+    keep_depth: bool = False,
+) -> torch.Tensor:
+    """What a functional ``F.conv2d`` of a 2D model becomes in 3D: the operator's functional form on the 2D kernel.
+
+    ``acs``: :func:`monai_acs.layers.acs_conv3d`; ``mean_acs`` / ``soft_acs``: :func:`~monai_acs.layers.mean_acs_conv3d`
+    (a functional call holds no learnable view weights); ``i3d``: ``F.conv3d`` with the kernel inflated to
+    (kh, kh, kw); the others (``conv2p5d``, ``tsm``, ``p3d``, ``a3d``): the 2.5D (1, kh, kw) convolution (their
+    shift / depth convolution / slice mix need state a functional call does not have). Geometry as the layers'
+    (``params_from_conv2d``): with ``keep_depth`` depth is neither strided nor changed.
+    """
+    from ..layers import acs_conv3d, inflate_conv_weight, mean_acs_conv3d
+    from ..layers._base import params_from_conv2d
+
+    kh, kw = int(weight.shape[-2]), int(weight.shape[-1])
+    stride2, dilation2 = _pair(stride), _pair(dilation)
+    padding2 = padding if isinstance(padding, str) else _pair(padding)
+    stride3, padding3, dilation3 = params_from_conv2d((kh, kw), stride2, padding2, dilation2, keep_depth)
+    if operator == "acs":
+        return acs_conv3d(input, weight, bias, stride3, padding3, dilation3, groups)
+    if operator in ("mean_acs", "soft_acs"):
+        return mean_acs_conv3d(input, weight, bias, stride3, padding3, dilation3, groups)
+    if operator == "i3d":
+        if isinstance(padding2, str):
+            pad3: Any = padding2
+        else:
+            pad3 = (dilation2[0] * (kh - 1) // 2 if keep_depth else padding2[0], padding2[0], padding2[1])
+        return F.conv3d(input, inflate_conv_weight(weight, kh), bias, stride3, pad3, (dilation2[0], *dilation2), groups)
+    pad_axial: Any = padding2 if isinstance(padding2, str) else (0, padding2[0], padding2[1])
+    return F.conv3d(input, weight.unsqueeze(2), bias, stride3, pad_axial, (1, *dilation2), groups)
+
 
 _REDUCTION_METHODS = {
     "mean",
@@ -134,8 +180,19 @@ class _Tracer(fx.Tracer):
     call raises instead, so that the module is converted child by child.
     """
 
+    # buffers read by attribute become graph inputs (get_attr), not constants folded at trace time: their in-place
+    # updates (``num_batches_tracked.add_(1)``) stay in the graph and the state dict keeps their keys
+    # (torchvision's FrozenBatchNorm2d, timm's BatchNormAct2d)
+    proxy_buffer_attributes = True
+    record_stack_traces = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # a converted graph's own functions stay calls when its code is traced again (unpickling re-traces it)
+        kwargs.setdefault("autowrap_functions", (conv2d_as_3d,))
+        super().__init__(*args, **kwargs)
+
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return type(m) in MODULE_RULES or super().is_leaf_module(m, module_qualified_name)
+        return find_rule(m) is not None or super().is_leaf_module(m, module_qualified_name)
 
     def trace(self, root: nn.Module | Callable[..., Any], concrete_args: dict[str, Any] | None = None) -> fx.Graph:
         original = torch.jit.isinstance
@@ -404,6 +461,12 @@ def rewrite_graph(gm: fx.GraphModule, graph: fx.Graph, ctx: ConvertContext) -> N
         NotImplementedError: a construct with no 3D meaning (a non channels-last permute of a 4-D map, a fixed
             2D interpolation size without ``keep_depth``), naming the module path.
     """
+    from .shapes import probe_graph_shapes
+
+    shapes = probe_graph_shapes(gm, graph)
+    if shapes is not None:
+        _ShapeAwarePass(gm, graph, ctx, shapes).run()
+        return
     spatial: dict[fx.Node, _SpatialSize] = {}
     slices: dict[fx.Node, tuple[list[int], list[int]]] = {}
     for node in list(graph.nodes):
@@ -423,6 +486,8 @@ def rewrite_graph(gm: fx.GraphModule, graph: fx.Graph, ctx: ConvertContext) -> N
             node.op == "call_function" and node.target in _REDUCTION_FUNCTIONS
         ):
             _rewrite_dims(node)
+        elif node.op == "call_method" and node.target == "repeat":
+            _rewrite_repeat(node, ctx)
         elif node.op == "call_method" and node.target == "permute":
             dims = node.args[1:] if len(node.args) > 2 else node.args[1]
             if all(isinstance(d, int) for d in dims) and len(dims) == 4:
@@ -431,6 +496,8 @@ def rewrite_graph(gm: fx.GraphModule, graph: fx.Graph, ctx: ConvertContext) -> N
             dims = node.args[1] if len(node.args) > 1 else node.kwargs["dims"]
             if len(dims) == 4:
                 node.args, node.kwargs = (node.args[0], map_permutation(dims, _where(node))), {}
+        elif node.op == "call_function" and node.target in _COMPARISONS and _rewrite_rank_check(node):
+            pass
         elif node.op == "call_function" and node.target is operator.mul and _spatial_pair(node.args, 0, spatial):
             with graph.inserting_before(node):  # h * w -> d * h * w (the number of positions)
                 depth_h = graph.call_function(operator.mul, (spatial[node.args[0]].depth_node(graph), node.args[0]))
@@ -443,6 +510,43 @@ def rewrite_graph(gm: fx.GraphModule, graph: fx.Graph, ctx: ConvertContext) -> N
             _insert_depth_sizes(graph, node, spatial)
             _rewrite_broadcast_view(node)
     graph.lint()
+
+
+def _rewrite_repeat(node: fx.Node, ctx: ConvertContext) -> None:
+    """``x.repeat([1, 16, 1, 1])`` of a 4-D map (MONAI VNet's input block): depth repeated like H (``keep_depth``:
+    once)."""
+    reps = list(node.args[1:]) if len(node.args) > 2 else node.args[1] if len(node.args) == 2 else None
+    if not isinstance(reps, (list, tuple)) or len(reps) != 4 or not all(type(r) is int for r in reps):
+        return
+    depth = 1 if ctx.keep_depth else reps[2]
+    node.args = (node.args[0], [*reps[:2], depth, *reps[2:]])
+
+
+_COMPARISONS = {operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge}
+
+
+def _is_rank_source(node: Any) -> bool:
+    """``x.ndim``, ``x.dim()``, ``x.ndimension()`` or ``len(x.shape)``."""
+    if not isinstance(node, fx.Node):
+        return False
+    if node.op == "call_function" and node.target is getattr and len(node.args) > 1 and node.args[1] == "ndim":
+        return True
+    if node.op == "call_method" and node.target in ("dim", "ndimension") and len(node.args) == 1:
+        return True
+    return node.op == "call_function" and node.target is len and _is_shape_source(node.args[0])
+
+
+def _rewrite_rank_check(node: fx.Node) -> bool:
+    """``x.ndim == 4`` (timm's ``_assert`` in ``BatchNormAct2d``, rank checks of 2D blocks) -> ``x.ndim == 5``: a
+    comparison of a rank with 4 asks "is this a feature map", which in 3D has 5 dimensions."""
+    first, second = node.args[:2]
+    if _is_rank_source(first) and second == 4 and type(second) is int:
+        node.args = (first, 5, *node.args[2:])
+        return True
+    if _is_rank_source(second) and first == 4 and type(first) is int:
+        node.args = (5, second, *node.args[2:])
+        return True
+    return False
 
 
 def _rewrite_broadcast_view(node: fx.Node) -> None:
@@ -499,7 +603,7 @@ def depth_one_modules(gm: fx.GraphModule, graphs: list[fx.Graph]) -> set[str]:
             if node.op == "call_module" and node.all_input_nodes:
                 first = state.get(node.all_input_nodes[0], "full")
                 (seen_one if first == "one" else seen_full).add(str(node.target))
-    return {name for name in seen_one - seen_full if type(gm.get_submodule(name)) in MODULE_RULES}
+    return {name for name in seen_one - seen_full if find_rule(gm.get_submodule(name)) is not None}
 
 
 def correct_depth(graph: fx.Graph, corrections: dict[str, int], padding_modes: dict[str, str]) -> None:
@@ -693,11 +797,19 @@ def _rewrite_function(graph: fx.Graph, node: fx.Node, ctx: ConvertContext, spati
             _set_arg(args, kwargs, 1, "output_size", adaptive_output_size(size))
     elif target is F.dropout2d:
         node.target = F.dropout3d
+    elif target in (F.conv2d, torch.conv2d):
+        names = ["input", "weight", "bias", "stride", "padding", "dilation", "groups"]
+        call = {name: _get_arg(args, kwargs, i, name) for i, name in enumerate(names)}
+        call = {k: v for k, v in call.items() if v is not None or k in ("input", "weight")}
+        node.target = conv2d_as_3d
+        args, kwargs = [], {**call, "operator": ctx.spec.name, "keep_depth": keep}
     elif target is F.pad:
         pad = _get_arg(args, kwargs, 1, "pad")
-        if isinstance(pad, (list, tuple)) and len(pad) == 4:
+        if isinstance(pad, (list, tuple)) and len(pad) in (4, 6, 8):
+            # pairs run from the last axis backwards: (W, H[, C[, N]]); depth enters after H, padded like H
+            # (keep_depth: not at all); a channel pad (MONAI ChannelPad, 6 / 8 entries) keeps its meaning
             front = (0, 0) if keep else (pad[2], pad[3])
-            _set_arg(args, kwargs, 1, "pad", tuple(pad) + front)
+            _set_arg(args, kwargs, 1, "pad", (*pad[:4], *front, *pad[4:]))
     node.args, node.kwargs = tuple(args), kwargs
 
 
@@ -850,3 +962,478 @@ def warn_untraced(untraced: list[tuple[str, str, str, list[str]]]) -> None:
         + "\nCheck those forwards, or make them torch.fx-traceable so the converter can rewrite them.",
         stacklevel=3,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# shape-aware pass: layout decisions from the axis roles the 2D probes found (monai_acs.convert.shapes)
+# ---------------------------------------------------------------------------------------------------------------------
+_BINARY_FUNCTIONS = {
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    operator.floordiv,
+    operator.pow,
+    operator.iadd,
+    operator.imul,
+    operator.isub,
+    operator.itruediv,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
+    torch.maximum,
+    torch.minimum,
+    torch.where,
+    torch.lerp,
+    torch.addcmul,
+    torch.addcdiv,
+    torch.pow,
+}
+_BINARY_METHODS = {
+    "add", "sub", "mul", "div", "add_", "sub_", "mul_", "div_", "__add__", "__mul__", "__sub__", "__truediv__",
+    "__radd__", "__rmul__", "maximum", "minimum", "lerp", "addcmul", "addcmul_", "pow", "masked_fill", "expand_as",
+}  # fmt: skip
+# ops with one axis argument: (position of the axis among the positional arguments, kind)
+_AXIS_METHODS: dict[str, tuple[int, str]] = {
+    "softmax": (1, "same"),
+    "log_softmax": (1, "same"),
+    "cumsum": (1, "same"),
+    "cumprod": (1, "same"),
+    "split": (2, "same"),
+    "chunk": (2, "same"),
+    "narrow": (1, "same"),
+    "unsqueeze": (1, "insert"),
+    "squeeze": (1, "remove"),
+    "select": (1, "remove"),
+    "unbind": (1, "remove"),
+    "argmax": (1, "remove"),
+    "argmin": (1, "remove"),
+    "flip": (1, "same"),
+    "roll": (2, "same"),
+}
+_AXIS_FUNCTIONS: dict[Callable, tuple[int, str]] = {
+    torch.softmax: (1, "same"),
+    torch.log_softmax: (1, "same"),
+    F.softmax: (1, "same"),
+    F.log_softmax: (1, "same"),
+    F.normalize: (2, "same"),
+    F.glu: (1, "same"),
+    torch.cumsum: (1, "same"),
+    torch.split: (2, "same"),
+    torch.chunk: (2, "same"),
+    torch.narrow: (1, "same"),
+    torch.unsqueeze: (1, "insert"),
+    torch.squeeze: (1, "remove"),
+    torch.select: (1, "remove"),
+    torch.unbind: (1, "remove"),
+    torch.cat: (1, "same"),
+    torch.concat: (1, "same"),
+    torch.stack: (1, "insert"),
+    torch.flip: (1, "same"),
+    torch.roll: (2, "same"),
+}
+_AXIS_KWARGS = ("dim", "dims", "axis")
+
+
+def _map_axis(index: int, ndim: int, depth_at: int) -> int:
+    """Axis ``index`` of a 2D tensor of rank ``ndim`` whose 3D twin has depth inserted before axis ``depth_at``."""
+    negative = index < 0
+    position = index + ndim if negative else index
+    mapped = position if position < depth_at else position + 1
+    return mapped - (ndim + 1) if negative else mapped
+
+
+def _map_axes(value: Any, ndim: int, depth_at: int, with_depth: bool) -> Any:
+    """Map an int or a sequence of ints; with ``with_depth`` an axis naming H also names D (reductions)."""
+    if type(value) is int:
+        mapped = _map_axis(value, ndim, depth_at)
+        if with_depth and (value + ndim if value < 0 else value) == depth_at:
+            return [mapped - 1, mapped]  # D sits just before H
+        return mapped
+    if isinstance(value, (list, tuple)) and all(type(v) is int for v in value):
+        out: list[int] = []
+        for v in value:
+            mapped = _map_axes(v, ndim, depth_at, with_depth)
+            out += mapped if isinstance(mapped, list) else [mapped]
+        return type(value)(out) if isinstance(value, tuple) else out
+    return value
+
+
+class _ShapeAwarePass:
+    """Rewrite ``graph`` for 5-D tensors using the axis roles of the 2D probes.
+
+    ``depth_at[node]`` records, for each value whose 3D twin has a depth axis, the 2D axis it sits before (the H
+    axis of a map; the pooled 1-axis of a (N, C, 1, 1) map that became (N, C, 1, 1, 1)).
+    """
+
+    def __init__(self, gm: fx.GraphModule, graph: fx.Graph, ctx: ConvertContext, shapes: Any) -> None:
+        self.gm, self.graph, self.ctx, self.shapes = gm, graph, ctx, shapes
+        self.depth_at: dict[fx.Node, int] = {}
+        self.spatial: dict[fx.Node, _SpatialSize] = {}
+        self.slices: dict[fx.Node, tuple[list[int], list[int]]] = {}
+
+    def ndim(self, node: Any) -> int | None:
+        return self.shapes.ndim(node)
+
+    def run(self) -> None:
+        for node in list(self.graph.nodes):
+            self.visit(node)
+            if node.op in ("call_method", "call_function"):
+                before = (node.args, dict(node.kwargs))
+                _insert_depth_sizes(self.graph, node, self.spatial)
+                if before == (node.args, dict(node.kwargs)):
+                    self.view_depth(node)
+            self.record(node)
+        self.graph.lint()
+
+    def record(self, node: fx.Node) -> None:
+        """Where the node's 3D value has its depth axis (after its rewrite)."""
+        h_axis = self.shapes.h_axis(node)
+        if h_axis is not None:
+            self.depth_at[node] = h_axis
+            return
+        if node in self.depth_at or node.op in ("placeholder", "get_attr", "output"):
+            return
+        ndim = self.ndim(node)
+        if ndim is not None and ndim >= 3 and self._rank_agnostic(node):
+            # view([b, c] + [1] * (x.ndim - 2)): written for any rank, it already has a trailing 1 for depth
+            self.depth_at[node] = ndim - 2
+            return
+        if node.op == "call_module":
+            module = self.gm.get_submodule(str(node.target))
+            if find_rule(module) is not None and ndim == 4:
+                self.depth_at[node] = 2  # a converted layer returns (N, C, D, H, W), pooled or not
+                return
+        relayout = node.target in ("view", "reshape", "flatten", "unflatten", "movedim", "view_as", "reshape_as") or (
+            node.target in (torch.reshape, torch.flatten, torch.unflatten, torch.movedim)
+        )
+        for source in [] if relayout else node.all_input_nodes:
+            if source in self.depth_at and self.ndim(source) == ndim and ndim is not None:
+                self.depth_at[node] = self.depth_at[source]  # same-rank ops keep the layout
+                return
+        if node.op == "call_function" and node.target is operator.getitem:
+            source = node.args[0]
+            if isinstance(source, fx.Node) and source in self.depth_at and self.ndim(source) is None:
+                self.depth_at[node] = self.depth_at[source]  # an element of split / chunk / unbind
+        if node.op == "call_method" and node.target in ("split", "chunk") and node.args[0] in self.depth_at:
+            self.depth_at[node] = self.depth_at[node.args[0]]
+        if node.op == "call_function" and node.target in (torch.split, torch.chunk) and node.args[0] in self.depth_at:
+            self.depth_at[node] = self.depth_at[node.args[0]]
+
+    def view_depth(self, node: fx.Node) -> None:
+        """A view / reshape whose output has an H axis gets the input's depth before it when no (h, w) size pair
+        gave it one (TResNet's space-to-depth ``x.view(n, c, h // 4, 4, w // 4, 4)``: depth is carried along)."""
+        is_method = node.op == "call_method" and node.target in ("view", "reshape")
+        if not (is_method or node.op == "call_function" and node.target is torch.reshape):
+            return
+        source = node.args[0]
+        h_out = self.shapes.h_axis(node)
+        if h_out is None or source not in self.depth_at or self._rank_agnostic(node):
+            return
+        rest = list(node.args[1:])
+        sizes = list(rest[0]) if len(rest) == 1 and isinstance(rest[0], (list, tuple)) else rest
+        if len(sizes) != self.ndim(node) or any(isinstance(v, fx.Node) and v in self.shapes.shapes for v in sizes):
+            return
+        with self.graph.inserting_before(node):
+            depth = self.graph.call_method("size", (source, self.depth_at[source]))
+        sizes.insert(h_out, depth)
+        node.args = (source, sizes) if len(rest) == 1 else (source, *sizes)
+
+    def _rank_agnostic(self, node: fx.Node) -> bool:
+        """A view / reshape / expand whose sizes are computed from the rank of a map (``x.ndim``, ``x.dim()``)."""
+        is_view = (
+            node.op == "call_method"
+            and node.target in ("view", "reshape", "expand")
+            or (node.op == "call_function" and node.target is torch.reshape)
+        )
+        if not is_view:
+            return False
+        stack, seen = list(node.all_input_nodes[1:] if node.op == "call_method" else node.all_input_nodes), set()
+        while stack:
+            current = stack.pop()
+            if current in seen or current in self.shapes.shapes:
+                continue
+            seen.add(current)
+            if _is_rank_source(current) and current.args[0] in self.depth_at:
+                return True
+            stack.extend(current.all_input_nodes)
+        return False
+
+    def visit(self, node: fx.Node) -> None:
+        op, target = node.op, node.target
+        if op == "call_function" and target is operator.getitem and _is_shape_source(node.args[0]):
+            self.shape_item(node)
+        elif op == "call_function" and target is operator.getitem and node.args[0] in self.slices:
+            self.slice_item(node)
+        elif op == "call_function" and target is operator.getitem:
+            self.tensor_index(node)
+        elif op == "call_method" and target == "size" and len(node.args) == 2 and type(node.args[1]) is int:
+            source, index = node.args
+            depth_at = self.depth_at.get(source)
+            ndim = self.ndim(source)
+            if depth_at is not None and ndim is not None:
+                node.args = (source, _map_axis(index, ndim, depth_at))
+                axis = self._spatial_axis(source, index)
+                if axis:
+                    self.spatial[node] = _SpatialSize(axis, source, depth_at, method=True)
+        elif op == "call_function" and target in _COMPARISONS:
+            first, second = node.args[:2]
+            rank_of = first if _is_rank_source(first) else second
+            if _is_rank_source(rank_of) and rank_of.args[0] in self.depth_at:
+                _rewrite_rank_check(node)
+        elif (op == "call_method" and target in _REDUCTION_METHODS) or (
+            op == "call_function" and target in _REDUCTION_FUNCTIONS
+        ):
+            self.reduction(node)
+        elif op == "call_method" and target == "permute" or op == "call_function" and target is torch.permute:
+            self.permute(node)
+        elif (
+            op == "call_method"
+            and target in ("transpose", "swapaxes", "swapdims")
+            or (op == "call_function" and target in (torch.transpose, torch.swapaxes))
+        ):
+            self.transpose(node)
+        elif op == "call_method" and target == "flatten" or op == "call_function" and target is torch.flatten:
+            self.flatten(node)
+        elif op == "call_method" and target == "repeat":
+            if self.depth_at.get(node.args[0]) == 2 and self.ndim(node.args[0]) == 4:
+                _rewrite_repeat(node, self.ctx)
+        elif op == "call_function" and target is operator.mul and _spatial_pair(node.args, 0, self.spatial):
+            with self.graph.inserting_before(node):  # h * w -> d * h * w (the number of positions)
+                depth_h = self.graph.call_function(
+                    operator.mul, (self.spatial[node.args[0]].depth_node(self.graph), node.args[0])
+                )
+            node.args = (depth_h, node.args[1])
+        elif (op == "call_method" and target in _AXIS_METHODS) or (op == "call_function" and target in _AXIS_FUNCTIONS):
+            self.axis_op(node)
+        elif op == "call_function" and target is F.pad:
+            self.pad(node)
+        elif op == "call_function":
+            _rewrite_function(self.graph, node, self.ctx, self.spatial)
+        if (op == "call_function" and target in _BINARY_FUNCTIONS) or (
+            op == "call_method" and target in _BINARY_METHODS
+        ):
+            self.broadcast(node)
+
+    def _spatial_axis(self, source: fx.Node, index: int) -> str | None:
+        roles = self.shapes.roles.get(source)
+        if not roles or not -len(roles) <= index < len(roles):
+            return None
+        return {"H": "h", "W": "w"}.get(roles[index])
+
+    def shape_item(self, node: fx.Node) -> None:
+        shape_node, index = node.args
+        source = shape_node.args[0]
+        depth_at, ndim = self.depth_at.get(source), self.ndim(source)
+        if depth_at is None or ndim is None:
+            return
+        if type(index) is int:
+            node.args = (shape_node, _map_axis(index, ndim, depth_at))
+            axis = self._spatial_axis(source, index)
+            if axis:
+                self.spatial[node] = _SpatialSize(axis, shape_node, depth_at)
+        elif isinstance(index, slice) and index.step in (None, 1):
+            old_axes = list(range(ndim))[index]
+            if not old_axes:
+                return
+            new_axes = []
+            for axis in old_axes:
+                if axis == depth_at:
+                    new_axes.append(depth_at)
+                new_axes.append(axis if axis < depth_at else axis + 1)
+            start, stop = new_axes[0], new_axes[-1] + 1
+            negative = index.start is not None and index.start < 0
+            node.args = (
+                shape_node,
+                slice(start - (ndim + 1) if negative else start, None if stop == ndim + 1 else stop),
+            )
+            self.slices[node] = (old_axes, new_axes, source, depth_at)
+
+    def slice_item(self, node: fx.Node) -> None:
+        """``h, w = x.shape[-2:]``: element j of the old slice is element j' of the new one."""
+        slice_node, index = node.args
+        old_axes, new_axes, source, depth_at = self.slices[slice_node]
+        if type(index) is not int or not -len(old_axes) <= index < len(old_axes):
+            return
+        axis = old_axes[index]
+        node.args = (slice_node, new_axes.index(axis if axis < depth_at else axis + 1))
+        role = self._spatial_axis(source, axis)
+        if role and depth_at in new_axes:
+            self.spatial[node] = _SpatialSize(role, slice_node, new_axes.index(depth_at))
+
+    def tensor_index(self, node: fx.Node) -> None:
+        source, index = node.args
+        depth_at = self.depth_at.get(source)
+        if depth_at is None or not isinstance(index, tuple) or Ellipsis in index:
+            return
+        if len(index) <= depth_at or not all(isinstance(i, (slice, int)) or i is None for i in index):
+            return
+        if any(i is None for i in index[: depth_at + 1]):
+            return
+        h_index = index[depth_at]
+        depth = slice(None) if self.ctx.keep_depth or not isinstance(h_index, slice) else h_index
+        node.args = (source, (*index[:depth_at], depth, *index[depth_at:]))
+
+    def reduction(self, node: fx.Node) -> None:
+        source = node.args[0] if node.args else None
+        depth_at, ndim = self.depth_at.get(source), self.ndim(source)
+        if depth_at is None or ndim is None:
+            return
+        if "dim" in node.kwargs:
+            dims = node.kwargs["dim"]
+            node.kwargs = {**node.kwargs, "dim": _map_axes(dims, ndim, depth_at, True)}
+        elif len(node.args) > 1 and (type(node.args[1]) is int or isinstance(node.args[1], (list, tuple))):
+            dims = node.args[1]
+            node.args = (source, _map_axes(dims, ndim, depth_at, True), *node.args[2:])
+        else:
+            return
+        if not (type(dims) is int or all(type(d) is int for d in dims)):
+            return
+        reduced = {d % ndim for d in ([dims] if type(dims) is int else dims)}
+        keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+        if keepdim is True:
+            self.depth_at[node] = depth_at
+        elif depth_at not in reduced:
+            self.depth_at[node] = depth_at - sum(1 for d in reduced if d < depth_at)
+
+    def pad(self, node: fx.Node) -> None:
+        """``F.pad``: pairs run from the last axis backwards; depth's pair enters after H's, padded like H
+        (``keep_depth``: not at all). Channel pads (MONAI ChannelPad) and channels-last pads keep their meaning."""
+        args, kwargs = list(node.args), dict(node.kwargs)
+        source = args[0]
+        depth_at, ndim = self.depth_at.get(source), self.ndim(source)
+        pad = _get_arg(args, kwargs, 1, "pad")
+        if depth_at is None or ndim is None or not isinstance(pad, (list, tuple)):
+            return
+        after = 2 * (ndim - depth_at)  # entries up to and including H's pair
+        if len(pad) < after:
+            return  # H is not padded: depth is not either
+        front = (0, 0) if self.ctx.keep_depth else (pad[after - 2], pad[after - 1])
+        _set_arg(args, kwargs, 1, "pad", (*pad[:after], *front, *pad[after:]))
+        node.args, node.kwargs = tuple(args), kwargs
+
+    def permute(self, node: fx.Node) -> None:
+        source = node.args[0]
+        depth_at, ndim = self.depth_at.get(source), self.ndim(source)
+        if node.op == "call_method":
+            dims = list(node.args[1:]) if len(node.args) > 2 else node.args[1]
+        else:
+            dims = node.args[1] if len(node.args) > 1 else node.kwargs["dims"]
+        if depth_at is None or ndim is None or not all(type(d) is int for d in dims) or len(dims) != ndim:
+            return
+        dims = [d + ndim if d < 0 else d for d in dims]
+        self._refuse_hw_swap(
+            node, source, dims, f"permute{tuple(node.args[1:]) if len(node.args) > 2 else tuple(dims)}"
+        )
+        new = _map_axes(dims, ndim, depth_at, True)
+        node.args, node.kwargs = (source, list(new)), {}
+        self.depth_at[node] = dims.index(depth_at)
+
+    def _refuse_hw_swap(self, node: fx.Node, source: fx.Node, order: list[int], what: str) -> None:
+        """A permutation that puts a map's W axis before its H axis has no unique 3D counterpart (where would
+        depth go?); channels-last and attention-style permutes keep H before W."""
+        roles = self.shapes.roles.get(source) or ()
+        if "H" in roles and "W" in roles and order.index(roles.index("H")) > order.index(roles.index("W")):
+            raise NotImplementedError(
+                f"{what} at '{_where(node)}' swaps the H and W axes of a {len(roles)}-D map: no unique 3D "
+                f"counterpart (depth sits before H in 3D)"
+            )
+
+    def transpose(self, node: fx.Node) -> None:
+        source = node.args[0]
+        depth_at, ndim = self.depth_at.get(source), self.ndim(source)
+        if depth_at is None or ndim is None or len(node.args) < 3:
+            return
+        first, second = node.args[1], node.args[2]
+        if type(first) is not int or type(second) is not int:
+            return
+        first, second = first % ndim, second % ndim
+        order = list(range(ndim))
+        order[first], order[second] = order[second], order[first]
+        self._refuse_hw_swap(node, source, order, f"transpose({node.args[1]}, {node.args[2]})")
+        new = _map_axes(order, ndim, depth_at, True)
+        node.op, node.target = "call_method", "permute"  # depth travels with H
+        node.args, node.kwargs = (source, list(new)), {}
+        self.depth_at[node] = order.index(depth_at)
+
+    def flatten(self, node: fx.Node) -> None:
+        source = node.args[0]
+        depth_at, ndim = self.depth_at.get(source), self.ndim(source)
+        if depth_at is None or ndim is None:
+            return
+        args, kwargs = list(node.args), dict(node.kwargs)
+        start = _get_arg(args, kwargs, 1, "start_dim", 0)
+        end = _get_arg(args, kwargs, 2, "end_dim", -1)
+        if type(start) is not int or type(end) is not int:
+            return
+        start, end = start % ndim, end % ndim
+        new_start = start if start <= depth_at else start + 1
+        new_end = end if end < depth_at else end + 1
+        if "start_dim" in kwargs or len(args) > 1:
+            _set_arg(args, kwargs, 1, "start_dim", new_start)
+        if "end_dim" in kwargs or len(args) > 2:
+            _set_arg(args, kwargs, 2, "end_dim", new_end)
+        node.args, node.kwargs = tuple(args), kwargs
+
+    def axis_op(self, node: fx.Node) -> None:
+        kind_table = _AXIS_METHODS if node.op == "call_method" else _AXIS_FUNCTIONS
+        position, kind = kind_table[node.target]
+        source = node.args[0] if node.args else None
+        if node.op == "call_function" and node.target in (torch.cat, torch.concat, torch.stack):
+            tensors = source if isinstance(source, (list, tuple)) else []
+            source = next((t for t in tensors if t in self.depth_at), None)
+        depth_at, ndim = self.depth_at.get(source), self.ndim(source)
+        if depth_at is None or ndim is None:
+            return
+        args, kwargs = list(node.args), dict(node.kwargs)
+        key = next((k for k in _AXIS_KWARGS if k in kwargs), None)
+        value = kwargs[key] if key else (args[position] if len(args) > position else None)
+        if value is None:
+            return
+        rank = ndim + 1 if kind == "insert" else ndim
+        if type(value) is int:
+            axis = value + rank if value < 0 else value
+            if kind == "insert":
+                new = axis if axis <= depth_at else axis + 1
+                self.depth_at[node] = depth_at + 1 if axis <= depth_at else depth_at
+                new = new - (rank + 1) if value < 0 else new
+            else:
+                new = _map_axis(value, ndim, depth_at)
+                if kind == "remove" and axis != depth_at:
+                    self.depth_at[node] = depth_at - 1 if axis < depth_at else depth_at
+        elif isinstance(value, (list, tuple)) and all(type(v) is int for v in value):
+            new = _map_axes(value, ndim, depth_at, False)
+        else:
+            return
+        if key:
+            kwargs[key] = new
+        else:
+            args[position] = new
+        node.args, node.kwargs = tuple(args), kwargs
+
+    def broadcast(self, node: fx.Node) -> None:
+        """Give a depth axis to the operands of an elementwise op that broadcast against a map without one:
+        a (C, 1, 1) parameter, a (N, C, 1, 1) gate re-viewed from pooled values, a ``view(C, 1, 1)``."""
+        out_ndim = self.ndim(node)
+        out_at = self.shapes.h_axis(node)
+        if out_at is None:
+            for source in node.all_input_nodes:
+                if source in self.depth_at and self.ndim(source) is not None and out_ndim is not None:
+                    out_at = self.depth_at[source] + out_ndim - self.ndim(source)
+                    break
+        if out_at is None or out_ndim is None:
+            return
+        for source in list(node.all_input_nodes):
+            ndim = self.ndim(source)
+            if ndim is None or source in self.depth_at:
+                continue
+            aligned = out_at - (out_ndim - ndim)
+            if aligned < 0:
+                continue  # the operand does not reach the depth position: broadcasting is unchanged
+            with self.graph.inserting_before(node):
+                expanded = self.graph.call_method("unsqueeze", (source, aligned))
+            node.replace_input_with(source, expanded)
+            self.depth_at[expanded] = aligned
+            self.shapes.shapes[expanded] = self.shapes.shapes[source]
+        self.depth_at[node] = out_at

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops.misc import Permute
 
@@ -16,8 +19,10 @@ from ..layers.fusion import inflate_conv_weight
 __all__ = [
     "LEFTOVER_2D_MODULES",
     "MODULE_RULES",
+    "AvgPool3dExcludePad",
     "ConvertContext",
     "expand_pair",
+    "find_rule",
     "keep_depth_correction",
     "map_permutation",
 ]
@@ -148,9 +153,39 @@ def _max_pool(module: nn.MaxPool2d, ctx: ConvertContext) -> nn.Module:
     )
 
 
+class AvgPool3dExcludePad(nn.Module):
+    """``AvgPool3d(count_include_pad=False)`` that also accepts maps smaller than the kernel (as ``AvgPool2d``
+    does; ``AvgPool3d`` rejects them even when padded): the window sum of the zero-padded map over the window count
+    of the zero-padded ones, which is the average over the real voxels of each window.
+
+    Args:
+        kernel_size, stride, padding: (D, H, W) triples.
+        ceil_mode: as ``nn.AvgPool3d``. Default False.
+    """
+
+    def __init__(self, kernel_size: tuple, stride: tuple, padding: tuple, ceil_mode: bool = False) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding, self.ceil_mode = kernel_size, stride, padding, ceil_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pd, ph, pw = self.padding
+        pads = [pw, pw, ph, ph, pd, pd]
+        total = F.avg_pool3d(F.pad(x, pads), self.kernel_size, self.stride, 0, self.ceil_mode)
+        ones = F.pad(torch.ones_like(x[:1, :1]), pads)
+        count = F.avg_pool3d(ones, self.kernel_size, self.stride, 0, self.ceil_mode)
+        return total / count
+
+    def extra_repr(self) -> str:
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, ceil_mode={self.ceil_mode}"
+        )
+
+
 def _avg_pool(module: nn.AvgPool2d, ctx: ConvertContext) -> nn.Module:
     args = _pool_args(module, ctx)
     padding = args["padding"]
+    if any(padding) and not module.count_include_pad and module.divisor_override is None:
+        return AvgPool3dExcludePad(args["kernel_size"], args["stride"], padding, module.ceil_mode)
     if any(padding) and module.count_include_pad and not module.ceil_mode:
         # AvgPool3d rejects maps smaller than its kernel even when padded (AvgPool2d accepts them); with the zeros
         # counted in the average, zero-padding first and pooling without padding is the same operation
@@ -261,6 +296,87 @@ MODULE_RULES: dict[type, Callable[[Any, ConvertContext], nn.Module]] = {
     nn.CircularPad2d: _pad,
     Permute: _permute,
 }
+
+
+class SamePad3d:
+    """Forward pre-hook: TensorFlow "SAME" padding of a 5-D input for a (D, H, W) kernel / stride / dilation, computed
+    from the input's size at run time (timm's ``Conv2dSame`` / ``MaxPool2dSame`` / ``AvgPool2dSame`` in 3D).
+
+    Args:
+        kernel, stride, dilation: (D, H, W) triples; a depth kernel of 1 with stride 1 pads nothing along depth.
+        value: the padding value (``-inf`` for max pooling). Default 0.
+    """
+
+    def __init__(self, kernel: tuple, stride: tuple, dilation: tuple, value: float = 0.0) -> None:
+        self.kernel, self.stride, self.dilation, self.value = tuple(kernel), tuple(stride), tuple(dilation), value
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        pads: list[int] = []
+        for size, k, s, d in reversed(list(zip(x.shape[2:], self.kernel, self.stride, self.dilation))):
+            total = max((math.ceil(int(size) / s) - 1) * s + (k - 1) * d + 1 - int(size), 0)
+            pads += [total // 2, total - total // 2]
+        return (F.pad(x, pads, value=self.value), *args[1:])
+
+
+@functools.cache
+def _timm_same_rules() -> dict[type, Callable[[Any, ConvertContext], nn.Module]]:
+    """Rules for timm's dynamic "SAME" padding layers (only when the model uses timm)."""
+    from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    def conv_same(module: nn.Conv2d, ctx: ConvertContext) -> nn.Module:
+        layer = _conv2d(module, ctx)
+        kh, kw = module.kernel_size
+        size = tuple(getattr(layer, "kernel_size", ()))
+        # the layer's (D, H, W) extent: a 3D kernel (I3D's inflated one), else the ACS family's box
+        box = size if len(size) == 3 else getattr(layer, "box_kernel_size", (kh, max(kh, kw), kw))
+        kernel = (1 if ctx.keep_depth else box[0], box[1], box[2])  # keep_depth: the layer keeps the depth
+        stride = (1 if ctx.keep_depth else module.stride[0], *module.stride)
+        dilation = (module.dilation[0], *module.dilation)
+        layer.register_forward_pre_hook(SamePad3d(kernel, stride, dilation))
+        return layer
+
+    def pool_same(module: nn.Module, ctx: ConvertContext) -> nn.Module:
+        is_max = isinstance(module, nn.MaxPool2d)
+        layer = _max_pool(module, ctx) if is_max else _avg_pool(module, ctx)
+        kernel = expand_pair(module.kernel_size, ctx.keep_depth, 1)
+        stride = expand_pair(module.stride if module.stride is not None else module.kernel_size, ctx.keep_depth, 1)
+        dilation = expand_pair(getattr(module, "dilation", 1), ctx.keep_depth, 1)
+        layer.register_forward_pre_hook(SamePad3d(kernel, stride, dilation, -math.inf if is_max else 0.0))
+        return layer
+
+    return {Conv2dSame: conv_same, MaxPool2dSame: pool_same, AvgPool2dSame: pool_same}
+
+
+_FORWARD_METHODS = ("forward", "_conv_forward", "_check_input_dim")
+
+
+def find_rule(module: nn.Module) -> Callable[[Any, ConvertContext], nn.Module] | None:
+    """The rule for ``module``: its exact type's, else the nearest rule-table base class's when the subclass keeps
+    that base's ``forward`` (a subclass that only changes ``__init__`` or adds attributes computes what its base
+    computes). A subclass with its own ``forward`` (timm's ``BatchNormAct2d``, ``Conv2dSame``) has no rule: it is
+    traced through, so its forward is rewritten like any other code.
+
+    Examples:
+        >>> class MyConv(nn.Conv2d): ...
+        >>> find_rule(MyConv(1, 1, 3)) is MODULE_RULES[nn.Conv2d]
+        True
+    """
+    kind = type(module)
+    rule = MODULE_RULES.get(kind)
+    if rule is not None:
+        return rule
+    if kind.__module__.startswith("timm."):  # timm is imported only for timm models
+        rule = _timm_same_rules().get(kind)
+        if rule is not None:
+            return rule
+    for base in kind.__mro__[1:]:
+        if base in MODULE_RULES:
+            same = all(getattr(kind, name, None) is getattr(base, name, None) for name in _FORWARD_METHODS)
+            return MODULE_RULES[base] if same else None
+    return None
+
 
 # Module types that must not survive a conversion (checked after it).
 LEFTOVER_2D_MODULES: tuple[type, ...] = (

@@ -316,8 +316,12 @@ _accumulate_checked: list[bool] = []  # filled once by _mkldnn_accumulate_ok()
 @torch.jit.unused
 def _autocast_on(x: Tensor) -> bool:
     """Whether autocast (AMP) is on for ``x``'s device: the fused autograd nodes below then step aside, since their
-    backward would meet the autocast dtype of the forward outside autocast."""
-    return torch.is_autocast_enabled(x.device.type)
+    backward would meet the autocast dtype of the forward outside autocast. Devices autocast does not know (``meta``:
+    shape-only runs) have none."""
+    device_type = x.device.type
+    if device_type == "meta" or not torch.amp.is_autocast_available(device_type):
+        return False
+    return torch.is_autocast_enabled(device_type)
 
 
 def _fast_views_eligible(x: Tensor, plans: List[ViewPlan]) -> bool:

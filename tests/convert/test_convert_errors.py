@@ -81,16 +81,26 @@ def test_a3d_needs_keep_depth_and_depth():
         convert_to_3d(nn.Conv2d(1, 1, 3), "a3d", keep_depth=True)
 
 
-@pytest.mark.parametrize("block", [_FunctionalConv, _UntraceableFunctionalConv])
-def test_functional_conv2d_is_named_strict_and_warned_otherwise(block):
+def test_untraceable_functional_conv2d_is_named_strict_and_warned_otherwise():
+    block = _UntraceableFunctionalConv
     with pytest.raises(ValueError, match=r"body\.1 \(_\w*FunctionalConv\).*conv2d"):
         convert_to_3d(_Net(block()), "acs")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        net = convert_to_3d(_Net(block()), "acs", strict=False)
+        net = convert_to_3d(_Net(block()), "acs", strict=False, verify=False)
     messages = [str(w.message) for w in caught]
     assert any("body.1" in m and "conv2d" in m for m in messages), messages
     assert any("body.1" in item for item in find_leftover_2d(net))
+
+
+def test_untraceable_2d_forward_is_refused_by_the_check_run():
+    # strict=False keeps the 2D forward; the meta check run then refuses it, naming the module and its code
+    from monai_acs.convert import ConversionError
+
+    with pytest.raises(
+        ConversionError, match=r"module 'body\.1' \(_UntraceableFunctionalConv, forward at .*\.py:\d+\)"
+    ):
+        convert_to_3d(_Net(_UntraceableFunctionalConv()), "acs", strict=False)
 
 
 def test_leftovers_of_an_unconverted_model_are_listed():
@@ -108,7 +118,7 @@ def test_constructs_without_a_3d_meaning_name_the_module():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return F.interpolate(x, size=(8, 8), mode="bilinear")
 
-    with pytest.raises(NotImplementedError, match=r"permute\(0, 1, 3, 2\)"):
+    with pytest.raises(NotImplementedError, match=r"permute\(0, 1, 3, 2\) at 'body\.1 \(Transposes\)'.*H and W"):
         convert_to_3d(_Net(Transposes()))
     with pytest.raises(NotImplementedError, match=r"body\.1 \(FixedSize\).*\(8, 8\).*keep_depth"):
         convert_to_3d(_Net(FixedSize()))
