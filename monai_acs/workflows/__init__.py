@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .batches import channels_last_prepare_batch, select_prepare_batch
+from .engines import LazySummaryWriter, run_dir_path
 from .handlers import ProgressBar, RunCheckpointer
 from .poc import finish_run, pretrained_2d_weights
 from .runs import (
@@ -18,6 +19,8 @@ from .segmentation import evaluate_segmentation, feature_mauc_report, format_tab
 
 __all__ = [
     "as_bool",
+    "LazySummaryWriter",
+    "run_dir_path",
     "ProgressBar",
     "RunCheckpointer",
     "channels_last_prepare_batch",

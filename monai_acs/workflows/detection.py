@@ -38,6 +38,7 @@ from .runs import publish_model, save_atomic
 
 __all__ = [
     "DetectionEvalStep",
+    "DetectorTrunk",
     "DetectionTrainStep",
     "DetectionWriter",
     "FROCMetric",
@@ -337,6 +338,34 @@ class DetectionTrainStep:
             nn.utils.clip_grad_norm_(engine.network.parameters(), float(self.grad_clip_norm))
         engine.optimizer.step()
         return {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
+
+
+class DetectorTrunk(nn.Module):
+    """The tensor-in / tensor-out part of a :class:`monai_acs.networks.deeplesion.DeepLesionDetector`: its 3D trunk,
+    ``(N, 1, D, H, W) -> (N, C, D, H / 16, W / 16)`` features (the detector's ``backbone``, shared, not copied).
+
+    What MONAI's ``verify_net_in_out`` and ``ckpt_export`` take as the bundle's ``network_def``, as MONAI's detection
+    bundles export the network and keep box decoding outside: the key-slice pyramid, region proposals, box and mask
+    heads stay in the detector. The state dict keeps the detector's ``backbone.`` prefix, so the detector's checkpoint
+    (``models/model.pt``) loads into it.
+
+    Args:
+        detector: the detector whose trunk this is.
+    """
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.backbone = detector.backbone
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Load the trunk's entries (``backbone.*``) of a trunk's or a whole detector's state dict; the detector's
+        other entries (pyramid, heads) are not part of the trunk and are left out. ``strict`` applies to the
+        trunk's own keys (a missing or mis-shaped trunk entry still raises)."""
+        own = {k: v for k, v in state_dict.items() if k.startswith("backbone.")}
+        return super().load_state_dict(own, strict=strict, assign=assign)
 
 
 class DetectionEvalStep:

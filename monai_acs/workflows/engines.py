@@ -1,0 +1,66 @@
+"""What the bundles' configs need around MONAI's engines: run-folder paths resolved without touching the disk, and a
+TensorBoard writer that creates its folder only when the run writes its first event.
+
+Building a bundle workflow (``ConfigWorkflow(...).initialize()`` + ``check_properties()``, which instantiates the
+trainer with its handlers) must have no side effects; creating and locking the run folder is a run step
+(``monai_acs.workflows.prepare_run_dir``), so the handlers get the folder's path and write there only once the
+engine runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LazySummaryWriter", "run_dir_path"]
+
+
+def run_dir_path(runs_dir: str | os.PathLike, run_name: str, resume: Any = False) -> str:
+    """The folder a run writes into, read-only: ``<runs_dir>/<run_name>``; with ``resume`` and ``run_name ==
+    "latest"``, the newest run folder holding ``checkpoint_latest.pt`` (or ``<runs_dir>/latest`` when there is none:
+    the run step :func:`monai_acs.workflows.prepare_run_dir` then refuses it with the reason).
+
+    Examples:
+        >>> run_dir_path("/tmp/runs", "acs_p")
+        '/tmp/runs/acs_p'
+    """
+    from monai.utils import str2bool
+
+    runs = Path(runs_dir)
+    if str2bool(resume) if isinstance(resume, str) else bool(resume):
+        if run_name == "latest":
+            found = sorted(runs.glob("*/checkpoint_latest.pt"), key=lambda p: p.stat().st_mtime)
+            if found:
+                return str(found[-1].parent)
+    return str(runs / run_name)
+
+
+class LazySummaryWriter:
+    """``torch.utils.tensorboard.SummaryWriter(log_dir)`` created on first use, for MONAI's ``TensorBoardStatsHandler
+    (summary_writer=...)``: the handler can be built (and a workflow checked) without creating ``log_dir``.
+
+    Args:
+        log_dir: the event folder.
+        **kwargs: further ``SummaryWriter`` arguments.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike, **kwargs: Any) -> None:
+        self.log_dir, self._kwargs, self._writer = str(log_dir), kwargs, None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._writer is None:
+            import atexit
+
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=self.log_dir, **self._kwargs)
+            atexit.register(self._writer.close)  # MONAI leaves a writer it was given open: flush at exit
+        return getattr(self._writer, name)
+
+    def close(self) -> None:
+        """Close the writer if one was created (nothing to do otherwise)."""
+        if self._writer is not None:
+            self._writer.close()
