@@ -8,9 +8,9 @@ The LiTS bundle (``bundles/lits_acs``) calls these from its configs:
   case of the liver (labels 1 and 2) and of the tumour (label 2);
 - :func:`lits_datalist`, :func:`check_lits_split`, :func:`require_checkpoint` fail fast with clear messages;
 - :func:`finish_lits_run` reports the best validation and publishes the model;
-- :class:`VolumeSegmenter` segments new CT volumes (NIfTI files, folders of them, DICOM series folders) one file at
-  a time with MONAI transforms and inferers, writes each label map in the input's own geometry, a CSV of liver and
-  tumour volumes and an overlay PNG per input; a file that fails is reported and skipped.
+- :class:`VolumeReport` is the report handler of the inference evaluator (a MONAI ``SupervisedEvaluator`` with a
+  sliding-window inferer, ``Invertd`` / ``SaveImaged`` postprocessing): a CSV of liver and tumour volumes and an
+  overlay PNG per input; inputs that fail are skipped by the dataset and reported.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ from monai.data import MetaTensor, decollate_batch
 from monai.data.meta_obj import get_track_meta
 from monai.transforms import InvertibleTransform, MapTransform
 from monai.utils import convert_to_tensor
-from torch import nn
 
 from ..data.lits import load_lits_datalist
 from .runs import publish_model, save_atomic
@@ -43,7 +42,7 @@ __all__ = [
     "DepthFirstd",
     "LitsDiceHandler",
     "LitsRegionsd",
-    "VolumeSegmenter",
+    "VolumeReport",
     "check_lits_split",
     "finish_lits_run",
     "lits_datalist",
@@ -425,24 +424,6 @@ def require_checkpoint(ckpt_path: str | os.PathLike) -> str:
     return str(ckpt_path)
 
 
-def _state_dict_of(obj: Any, source: str) -> Mapping[str, torch.Tensor]:
-    if isinstance(obj, Mapping):
-        for key in ("network", "model", "state_dict"):
-            if isinstance(obj.get(key), Mapping):
-                return obj[key]
-        return obj
-    raise ValueError(f"{source}: expected a state dict (or a checkpoint holding one), got {type(obj).__name__}")
-
-
-def load_network_weights(network: nn.Module, ckpt_path: str | os.PathLike) -> nn.Module:
-    """Load a plain state dict, or a checkpoint holding one under ``network``/``model``/``state_dict``, strictly."""
-    require_checkpoint(ckpt_path)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    target = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
-    target.load_state_dict(_state_dict_of(state, str(ckpt_path)), strict=True)
-    return network
-
-
 def finish_lits_run(run_dir: str, models_dir: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     """Report the best validation of a training run (its four Dice figures) and publish its model.
 
@@ -618,103 +599,70 @@ _CSV_FIELDS = [
 ]
 
 
-class VolumeSegmenter:
-    """Segment liver and tumours in CT volumes, one input at a time, each in its own geometry.
+class VolumeReport:
+    """ignite handler of the LiTS inference evaluator: liver and tumour volumes per input, overlays, ``volumes.csv``.
 
-    For each input: ``preprocessing({"image": path})`` (loading, reorientation, depth-first axes, intensity
-    scaling: MONAI transforms from the config), the ``inferer`` on the network (AMP on CUDA when ``amp``),
-    ``postprocessing`` on ``{"image", "pred"}`` (argmax and ``Invertd`` back to the input's voxel grid), then:
-
-    - ``<output_dir>/<name>_seg.nii.gz``: uint8 label map (0 background, 1 liver, 2 tumour) with the input's shape and
-      affine;
-    - ``<output_dir>/<name>_overlay.png``: axial, coronal and sagittal slices through the liver (see
-      :func:`write_overlay_png`);
-    - a row in ``<output_dir>/<csv_name>``: liver volume (labels 1 and 2, tumours included) and tumour volume in mL,
-      voxel counts, number of tumour components (26-connected).
-
-    An input that fails (unreadable, corrupt, wrong dimensionality, out of memory, ...) is logged with the reason,
-    gets a CSV row with ``status`` ``error: ...``, and is skipped; the others are still processed. The CSV is
-    rewritten after every input, so it is complete up to the input in progress.
+    The evaluator (MONAI ``SupervisedEvaluator``, sliding-window inferer) runs the network on each input; its
+    postprocessing turns the logits into a label map (``AsDiscreted``), keeps the network-space map as ``pred_net``
+    (``CopyItemsd``), maps ``pred`` back to the input's voxel grid (``Invertd``) and writes it (``SaveImaged``, which
+    records the file in ``pred.meta["saved_to"]``). After every iteration this handler adds a row to
+    ``<output_dir>/<csv_name>`` (rewritten each time, so it is complete up to the input in progress): the written
+    file, liver (labels 1 and 2, tumours included) and tumour volumes in mL, voxel counts, tumour components
+    (26-connected), and an overlay PNG ``<name>_overlay.png`` (axial, coronal, sagittal slices through the liver, see
+    :func:`write_overlay_png`). Inputs the dataset skipped (:class:`monai_acs.workflows.datasets.SkipFailedDataset`)
+    get a row with status ``error: <reason>``. At the end it prints how many inputs were segmented, and raises if
+    none was.
 
     Args:
-        inputs: paths (see :func:`list_ct_inputs`).
-        network: the segmentation network, (N, 3, D, H, W) -> logits (N, 3, D, H, W).
-        preprocessing: MONAI transform for ``{"image": path}``.
-        inferer: MONAI inferer, called as ``inferer(image, network)``.
-        postprocessing: MONAI transform for ``{"image", "pred"}`` returning ``pred`` in the input's geometry.
-        output_dir: output folder (created).
-        device: device for the network. Default CPU.
-        ckpt_path: weights to load into ``network`` before the first input; None keeps the network as it is.
-        amp: autocast on CUDA. Default False.
-        axcodes: the orientation ``preprocessing`` reorients to (for the overlay display). Default ``"LPS"``.
+        output_dir: the output folder.
+        dataset: the evaluator's dataset (for the number of inputs and the skipped ones).
+        axcodes: the orientation the preprocessing reorients to, before :class:`DepthFirstd`. Default ``"LPS"``.
         csv_name: name of the volume table. Default ``"volumes.csv"``.
-        output_postfix: suffix of the label map names. Default ``"seg"``.
         overlay: write the PNGs. Default True.
     """
 
     def __init__(
-        self,
-        inputs: Sequence[str],
-        network: nn.Module,
-        preprocessing: Callable,
-        inferer: Callable,
-        postprocessing: Callable,
-        output_dir: str,
-        device: str | torch.device = "cpu",
-        ckpt_path: str | None = None,
-        amp: bool = False,
-        axcodes: str = "LPS",
-        csv_name: str = "volumes.csv",
-        output_postfix: str = "seg",
-        overlay: bool = True,
+        self, output_dir: str, dataset: Any, axcodes: str = "LPS", csv_name: str = "volumes.csv", overlay: bool = True
     ) -> None:
-        self.inputs = [str(p) for p in inputs]
-        self.network, self.preprocessing, self.inferer = network, preprocessing, inferer
-        self.postprocessing, self.output_dir = postprocessing, Path(output_dir)
-        self.device = torch.device(device)
-        self.ckpt_path, self.amp, self.axcodes = ckpt_path, amp, axcodes
+        self.output_dir, self.dataset, self.axcodes = Path(output_dir), dataset, axcodes
         self.csv_path = self.output_dir / csv_name
-        self.output_postfix, self.overlay = output_postfix, overlay
+        self.overlay = overlay
+        self.rows: list[dict[str, Any]] = []
 
-    def _unique_stem(self, path: str, used: set[str]) -> str:
-        stem, n = _input_stem(path), 1
-        candidate = stem
-        while candidate in used:
-            candidate, n = f"{stem}_{n}", n + 1
-        used.add(candidate)
-        return candidate
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._add)
+        engine.add_event_handler(Events.COMPLETED, self._finish)
 
-    def _segment_one(self, path: str, stem: str) -> dict[str, Any]:
-        from monai.transforms import SaveImage
+    def _reset(self, engine: Engine) -> None:
+        self.rows = []
+
+    def _failures(self) -> list[tuple[Any, str]]:
+        return list(getattr(self.dataset, "failures", []))
+
+    def _add(self, engine: Engine) -> None:
+        total = len(getattr(self.dataset, "data", None) or [])
+        for item in engine.state.output:
+            row = self._row(item)
+            self.rows.append(row)
+            print(f"[{len(self.rows) + len(self._failures())}/{total}] {row['input']}: liver {row['liver_ml']} mL, "
+                  f"tumour {row['tumour_ml']} mL -> {row['output']}", flush=True)
+        self._write_csv()
+
+    def _row(self, item: Mapping[str, Any]) -> dict[str, Any]:
         from scipy import ndimage
 
-        data = self.preprocessing({"image": path})
-        image = data["image"]
-        if image.ndim != 4 or image.shape[0] != 3:
-            raise ValueError(f"expected a 3D volume (after preprocessing: 3 x D x H x W), got shape {tuple(image.shape)}")
-        autocast = self.amp and self.device.type == "cuda"
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=autocast):
-            logits = self.inferer(image.unsqueeze(0).to(self.device), self.network)
-        logits = torch.as_tensor(logits)[0].float().cpu()
-        label_net = logits.argmax(0).numpy().astype(np.uint8)  # network space (z, y, x), for the overlay
-        data["pred"] = MetaTensor(logits, meta=dict(image.meta))
-        out = self.postprocessing(data)
-        pred = out["pred"]
-        if not isinstance(pred, MetaTensor):
-            raise TypeError("postprocessing must return 'pred' as a MetaTensor carrying the input's affine")
-        pred = pred.to(torch.uint8)
-        label = pred[0].numpy()
+        pred, pred_net, image = item["pred"], item["pred_net"], item["image"]
+        path = str(pred.meta.get("filename_or_obj", ""))
+        label = np.asarray(pred[0].detach().cpu()).astype(np.uint8)
+        label_net = np.asarray(pred_net[0].detach().cpu()).astype(np.uint8)
         affine = np.asarray(pred.affine, dtype=np.float64)
-        seg_path = self.output_dir / f"{stem}_{self.output_postfix}"
-        SaveImage(output_ext=".nii.gz", output_dtype=np.uint8, resample=False, separate_folder=False,
-                  print_log=False)(pred, filename=str(seg_path))
         voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
         liver_voxels, tumour_voxels = int((label >= 1).sum()), int((label == 2).sum())
-        components = int(ndimage.label(label_net == 2, structure=np.ones((3, 3, 3)))[1])
         row = {
             "input": path,
             "status": "ok",
-            "output": f"{seg_path}.nii.gz",
+            "output": str(pred.meta.get("saved_to", "")),
             "overlay": "",
             "shape": "x".join(str(s) for s in label.shape),
             "spacing_mm": "x".join(f"{s:.4g}" for s in np.sqrt((affine[:3, :3] ** 2).sum(0))),
@@ -723,73 +671,36 @@ class VolumeSegmenter:
             "tumour_voxels": tumour_voxels,
             "liver_ml": f"{liver_voxels * voxel_ml:.3f}",
             "tumour_ml": f"{tumour_voxels * voxel_ml:.3f}",
-            "tumour_components": components,
+            "tumour_components": int(ndimage.label(label_net == 2, structure=np.ones((3, 3, 3)))[1]),
         }
         if self.overlay:
-            spacing_zyx = [float(s) for s in image.pixdim]  # DepthFirstd keeps the affine in step with the axes
-            display = _to_lps(np.asarray(image[0]), self.axcodes)
-            display_label = _to_lps(label_net, self.axcodes)
-            spacing_lps = _to_lps_spacing(spacing_zyx, self.axcodes)
+            spacing_zyx = [float(v) for v in image.pixdim]  # DepthFirstd keeps the affine in step with the axes
+            display = _to_lps(np.asarray(image[0].detach().cpu()), self.axcodes)
             title = f"{Path(path).name}: liver {row['liver_ml']} mL, tumour {row['tumour_ml']} mL"
-            row["overlay"] = write_overlay_png(display, display_label, spacing_lps,
-                                               self.output_dir / f"{stem}_overlay.png", title)
+            row["overlay"] = write_overlay_png(display, _to_lps(label_net, self.axcodes),
+                                               _to_lps_spacing(spacing_zyx, self.axcodes),
+                                               self.output_dir / f"{_input_stem(path)}_overlay.png", title)
         return row
 
-    def _write_csv(self, rows: list[dict]) -> None:
+    def _all_rows(self) -> list[dict[str, Any]]:
+        failed = [{"input": str(item.get("image", item) if isinstance(item, Mapping) else item),
+                   "status": f"error: {reason}"} for item, reason in self._failures()]
+        return self.rows + failed
+
+    def _write_csv(self) -> None:
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=_CSV_FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(self._all_rows())
         save_atomic(text.getvalue(), self.csv_path)
 
-    def run(self) -> list[dict[str, Any]]:
-        """Segment every input; return the CSV rows.
-
-        Raises:
-            FileNotFoundError: ``ckpt_path`` is given but missing (before any input is read).
-            RuntimeError: every input failed.
-        """
-        if not self.inputs:
-            raise FileNotFoundError("no input to segment")
-        if self.ckpt_path is not None:
-            load_network_weights(self.network, self.ckpt_path)
-        self.network.to(self.device).eval()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        rows: list[dict[str, Any]] = []
-        used: set[str] = set()
-        for i, path in enumerate(self.inputs, 1):
-            stem = self._unique_stem(path, used)
-            logger.info("[%d/%d] segmenting %s", i, len(self.inputs), path)
-            try:
-                row = self._segment_one(path, stem)
-            except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
-                reason = _describe_error(exc)
-                logger.error("[%d/%d] skipped %s: %s", i, len(self.inputs), path, reason)
-                print(f"[{i}/{len(self.inputs)}] SKIPPED {path}: {reason}", flush=True)
-                row = {"input": path, "status": f"error: {reason}"}
-            else:
-                print(f"[{i}/{len(self.inputs)}] {path}: liver {row['liver_ml']} mL, tumour {row['tumour_ml']} mL "
-                      f"-> {row['output']}", flush=True)
-            rows.append(row)
-            self._write_csv(rows)
-        failed = [r for r in rows if r["status"] != "ok"]
-        print(f"segmented {len(rows) - len(failed)} of {len(rows)} inputs; volumes in {self.csv_path}"
+    def _finish(self, engine: Engine) -> None:
+        self._write_csv()
+        failed = self._failures()
+        print(f"segmented {len(self.rows)} of {len(self.rows) + len(failed)} inputs; volumes in {self.csv_path}"
               + (f"; {len(failed)} skipped (see the status column)" if failed else ""), flush=True)
-        if len(failed) == len(rows):
+        if not self.rows:
             raise RuntimeError(f"every input failed; see {self.csv_path}")
-        return rows
-
-
-def _describe_error(exc: BaseException) -> str:
-    """``Type: message`` of the first error in the chain that is not MONAI's "applying transform ..." wrapper."""
-    err: BaseException | None = exc
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if not str(err).startswith("applying transform"):
-            return f"{type(err).__name__}: {' '.join(str(err).split())}"
-        err = err.__cause__ or err.__context__
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 def _to_lps_spacing(spacing_zyx: Sequence[float], axcodes: str) -> list[float]:
