@@ -108,7 +108,7 @@ def check_volume(
         if any(s < m for s, m in zip(spatial, minimum)):
             raise BundleError(
                 f"{source}: size {' x '.join(map(str, spatial))} is smaller than {' x '.join(map(str, minimum))} "
-                f"voxels, the least this network takes; pass a larger volume"
+                f"voxels, the least this bundle takes; pass a larger volume"
             )
     values = torch.as_tensor(np.asarray(volume) if not torch.is_tensor(volume) else volume.detach())
     if values.is_floating_point() or values.is_complex():

@@ -38,7 +38,8 @@ from scipy import ndimage
 from torch import nn
 
 from .. import metrics
-from .runs import publish_model, require_dataset_dir, save_atomic
+from .checks import check_volume
+from .runs import load_checkpoint, load_weights, publish_model, require_dataset_dir, save_atomic
 from .segmentation import evaluate_segmentation, write_report
 
 __all__ = [
@@ -206,8 +207,7 @@ def binary_target(label: Any) -> torch.Tensor:
 
 
 def _load_checkpoint(network: nn.Module, checkpoint: str | os.PathLike) -> None:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    network.load_state_dict(state.get("network", state) if isinstance(state, dict) else state, strict=True)
+    load_weights(network, load_checkpoint(checkpoint, what="model"), checkpoint)
 
 
 @torch.no_grad()
@@ -505,7 +505,9 @@ def load_ct(image: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         hu = hu.squeeze(0) if hu.shape[0] == 1 else hu.squeeze(-1)
     if hu.ndim != 3:
         raise ValueError(f"CT {str(path)!r} has shape {hu.shape}; expected a 3D volume")
-    return hu, np.asarray(img.affine, dtype=np.float64)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    check_volume(hu, f"CT {str(path)!r}", affine=affine)  # NaN, singular affine (else a bare LinAlgError), ...
+    return hu, affine
 
 
 def _crop_offsets(roi_size: int, spacing_mm: float) -> np.ndarray:

@@ -36,7 +36,7 @@ from monai.utils import convert_to_tensor
 from torch import nn
 
 from ..data.lits import load_lits_datalist
-from .runs import publish_model, save_atomic
+from .runs import as_bool, load_checkpoint, load_weights, publish_model, save_atomic
 
 __all__ = [
     "LITS_REGIONS",
@@ -437,19 +437,19 @@ def _state_dict_of(obj: Any, source: str) -> Mapping[str, torch.Tensor]:
 def load_network_weights(network: nn.Module, ckpt_path: str | os.PathLike) -> nn.Module:
     """Load a plain state dict, or a checkpoint holding one under ``network``/``model``/``state_dict``, strictly."""
     require_checkpoint(ckpt_path)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(ckpt_path, what="model")
     target = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
-    target.load_state_dict(_state_dict_of(state, str(ckpt_path)), strict=True)
+    load_weights(target, _state_dict_of(state, str(ckpt_path)), ckpt_path)
     return network
 
 
-def finish_lits_run(run_dir: str, models_dir: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+def finish_lits_run(run_dir: str, models_dir: str, settings: Mapping[str, Any], publish: bool = True) -> dict[str, Any]:
     """Report the best validation of a training run (its four Dice figures) and publish its model.
 
     Reads the best epoch from ``<run_dir>/model_best.pt`` and that validation's results from
     ``<run_dir>/validation/epoch_<NNNN>.json`` (written by :class:`LitsDiceHandler` during training, so nothing is
     recomputed and a resumed run reports correctly), prints the Table VI row, writes ``results.json`` /
-    ``results.md`` into the run folder and publishes ``models/model.pt``.
+    ``results.md`` into the run folder and (unless ``publish=False``) publishes ``models/model.pt``.
 
     Returns:
         The report.
@@ -481,10 +481,13 @@ def finish_lits_run(run_dir: str, models_dir: str, settings: Mapping[str, Any]) 
     ) + "\n"
     save_atomic(json.dumps(report, indent=2, default=float) + "\n", run / "results.json")
     save_atomic(text, run / "results.md")
-    published = publish_model(best, models_dir, info={**report, "settings": dict(settings)})
     print("\n" + text, flush=True)
-    print(f"best model (epoch {epoch}) published to {published}; logs, checkpoints and per-validation Dice in {run}",
-          flush=True)
+    if as_bool(publish):
+        published = publish_model(best, models_dir, info={**report, "settings": dict(settings)})
+        print(f"best model (epoch {epoch}) published to {published}; logs, checkpoints and per-validation Dice in "
+              f"{run}", flush=True)
+    else:
+        print(f"logs, checkpoints and per-validation Dice in {run} (not published: publish=false)", flush=True)
     return report
 
 
@@ -685,7 +688,6 @@ class VolumeSegmenter:
         return candidate
 
     def _segment_one(self, path: str, stem: str) -> dict[str, Any]:
-        from monai.transforms import SaveImage
         from scipy import ndimage
 
         data = self.preprocessing({"image": path})
@@ -706,8 +708,10 @@ class VolumeSegmenter:
         label = pred[0].numpy()
         affine = np.asarray(pred.affine, dtype=np.float64)
         seg_path = self.output_dir / f"{stem}_{self.output_postfix}"
-        SaveImage(output_ext=".nii.gz", output_dtype=np.uint8, resample=False, separate_folder=False,
-                  print_log=False)(pred, filename=str(seg_path))
+        # nibabel keeps every axis: MONAI's SaveImage squeezes trailing size-1 axes (a one-slice CT became a 2D mask)
+        import nibabel as nib
+
+        nib.save(nib.Nifti1Image(label.astype(np.uint8), affine), f"{seg_path}.nii.gz")
         voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
         liver_voxels, tumour_voxels = int((label >= 1).sum()), int((label == 2).sum())
         components = int(ndimage.label(label_net == 2, structure=np.ones((3, 3, 3)))[1])
