@@ -33,8 +33,10 @@ from monai.transforms import MapTransform, RandomizableTransform
 from torch import Tensor, nn
 
 from ..data.deeplesion import find_deeplesion_files, read_dl_info, read_hu_png, recist_ellipse_mask
+from ..errors import BundleError
 from ..metrics import froc
-from .runs import publish_model, save_atomic
+from .checks import check_volume
+from .runs import load_checkpoint, load_weights, publish_model, save_atomic
 
 __all__ = [
     "DetectionEvalStep",
@@ -579,8 +581,7 @@ def evaluate_detection(
 ) -> dict[str, Any]:
     """Run the detector over ``loader`` (optionally loading ``checkpoint`` first) and return the FROC result."""
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        network.load_state_dict(state.get("network", state), strict=True)
+        load_weights(network, load_checkpoint(checkpoint), checkpoint)
     metric = FROCMetric(fp_rates, iou_threshold, average_over, gather=False)
     metric.reset()
     step = DetectionEvalStep()
@@ -656,6 +657,7 @@ def read_ct_volume(input_path: str | os.PathLike, slice_interval_mm: float | Non
         if not pngs:
             raise FileNotFoundError(f"'{path}': no NNN.png DeepLesion slices")
         volume = np.stack([read_hu_png(p).astype(np.float32) for p in pngs])
+        check_volume(volume, f"'{path}'")
         interval = slice_interval_mm
         if interval is None:
             csv_path = path.parent.parent / "DL_info.csv"
@@ -678,10 +680,17 @@ def read_ct_volume(input_path: str | os.PathLike, slice_interval_mm: float | Non
     if path.is_file() and path.name.endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        try:
+            img = nib.load(str(path))
+            data = np.asarray(img.dataobj, dtype=np.float32)
+        except Exception as error:  # nibabel: EOFError, zlib.error, OSError ... none names the file
+            raise BundleError(
+                f"cannot read '{path}': {type(error).__name__}: {error}; the file is corrupt or truncated (an "
+                f"interrupted copy?): replace it with an intact copy"
+            ) from error
         if data.ndim != 3:
             raise ValueError(f"'{path}': expected a 3D CT volume, got shape {data.shape}")
+        check_volume(data, f"'{path}'", affine=img.affine)
         volume = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
         interval = slice_interval_mm or float(img.header.get_zooms()[2])
         return {
@@ -704,6 +713,7 @@ def read_ct_volume(input_path: str | os.PathLike, slice_interval_mm: float | Non
         data = np.asarray(image, dtype=np.float32)
         if data.ndim != 3:
             raise ValueError(f"'{path}': expected a 3D DICOM series, got shape {data.shape}")
+        check_volume(data, f"'{path}'", affine=image.affine)
         volume = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
         # ITKReader puts no NIfTI-style "pixdim" in the metadata: the slice interval is the length of the affine's
         # third column (the distance between consecutive slices; ITK takes it from the slice positions).

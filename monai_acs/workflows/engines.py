@@ -10,16 +10,23 @@ engine runs.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 __all__ = ["LazySummaryWriter", "run_dir_path"]
 
 
-def run_dir_path(runs_dir: str | os.PathLike, run_name: str, resume: Any = False) -> str:
-    """The folder a run writes into, read-only: ``<runs_dir>/<run_name>``; with ``resume`` and ``run_name ==
-    "latest"``, the newest run folder holding ``checkpoint_latest.pt`` (or ``<runs_dir>/latest`` when there is none:
-    the run step :func:`monai_acs.workflows.prepare_run_dir` then refuses it with the reason).
+def run_dir_path(
+    runs_dir: str | os.PathLike, run_name: str, resume: Any = False, settings: Mapping[str, Any] | None = None
+) -> str:
+    """The folder a run writes into, resolved without touching the disk: ``<runs_dir>/<run_name>``; with ``resume``
+    and ``run_name == "latest"``, the run last started with the same ``settings`` (as
+    :func:`monai_acs.workflows.prepare_run_dir` picks it, which then creates, locks and checks the folder in the first
+    run step).
+
+    Raises:
+        BundleError: ``latest`` names no resumable run (as :func:`monai_acs.workflows.prepare_run_dir`).
 
     Examples:
         >>> run_dir_path("/tmp/runs", "acs_p")
@@ -27,13 +34,12 @@ def run_dir_path(runs_dir: str | os.PathLike, run_name: str, resume: Any = False
     """
     from monai.utils import str2bool
 
-    runs = Path(runs_dir)
-    if str2bool(resume) if isinstance(resume, str) else bool(resume):
-        if run_name == "latest":
-            found = sorted(runs.glob("*/checkpoint_latest.pt"), key=lambda p: p.stat().st_mtime)
-            if found:
-                return str(found[-1].parent)
-    return str(runs / run_name)
+    from .runs import _find_latest, normalize_settings
+
+    resume = str2bool(resume) if isinstance(resume, str) else bool(resume)
+    if resume and run_name == "latest":
+        return str(_find_latest(Path(runs_dir), normalize_settings(settings) if settings is not None else None))
+    return str(Path(runs_dir) / str(run_name))
 
 
 class LazySummaryWriter:

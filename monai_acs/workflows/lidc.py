@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .. import metrics
-from .runs import publish_model, require_dataset_dir, save_atomic
+from .runs import load_checkpoint, load_weights, publish_model, require_dataset_dir, save_atomic
 from .segmentation import evaluate_segmentation, write_report
 
 __all__ = [
@@ -191,8 +191,7 @@ def binary_target(label: Any) -> torch.Tensor:
 
 
 def _load_checkpoint(network: nn.Module, checkpoint: str | os.PathLike) -> None:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    network.load_state_dict(state.get("network", state) if isinstance(state, dict) else state, strict=True)
+    load_weights(network, load_checkpoint(checkpoint, what="model"), checkpoint)
 
 
 @torch.no_grad()

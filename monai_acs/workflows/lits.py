@@ -35,7 +35,7 @@ from monai.transforms import InvertibleTransform, MapTransform
 from monai.utils import convert_to_tensor
 
 from ..data.lits import load_lits_datalist
-from .runs import publish_model, save_atomic
+from .runs import as_bool, publish_model, save_atomic
 
 __all__ = [
     "LITS_REGIONS",
@@ -424,13 +424,13 @@ def require_checkpoint(ckpt_path: str | os.PathLike) -> str:
     return str(ckpt_path)
 
 
-def finish_lits_run(run_dir: str, models_dir: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+def finish_lits_run(run_dir: str, models_dir: str, settings: Mapping[str, Any], publish: bool = True) -> dict[str, Any]:
     """Report the best validation of a training run (its four Dice figures) and publish its model.
 
     Reads the best epoch from ``<run_dir>/model_best.pt`` and that validation's results from
     ``<run_dir>/validation/epoch_<NNNN>.json`` (written by :class:`LitsDiceHandler` during training, so nothing is
     recomputed and a resumed run reports correctly), prints the Table VI row, writes ``results.json`` /
-    ``results.md`` into the run folder and publishes ``models/model.pt``.
+    ``results.md`` into the run folder and (unless ``publish=False``) publishes ``models/model.pt``.
 
     Returns:
         The report.
@@ -462,10 +462,13 @@ def finish_lits_run(run_dir: str, models_dir: str, settings: Mapping[str, Any]) 
     ) + "\n"
     save_atomic(json.dumps(report, indent=2, default=float) + "\n", run / "results.json")
     save_atomic(text, run / "results.md")
-    published = publish_model(best, models_dir, info={**report, "settings": dict(settings)})
     print("\n" + text, flush=True)
-    print(f"best model (epoch {epoch}) published to {published}; logs, checkpoints and per-validation Dice in {run}",
-          flush=True)
+    if as_bool(publish):
+        published = publish_model(best, models_dir, info={**report, "settings": dict(settings)})
+        print(f"best model (epoch {epoch}) published to {published}; logs, checkpoints and per-validation Dice in "
+              f"{run}", flush=True)
+    else:
+        print(f"logs, checkpoints and per-validation Dice in {run} (not published: publish=false)", flush=True)
     return report
 
 

@@ -31,6 +31,7 @@ from monai.transforms import MapTransform
 from scipy import ndimage
 from torch import nn
 
+from .checks import check_volume
 from .runs import save_atomic
 
 __all__ = [
@@ -124,7 +125,9 @@ def load_ct(image: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         hu = hu.squeeze(0) if hu.shape[0] == 1 else hu.squeeze(-1)
     if hu.ndim != 3:
         raise ValueError(f"CT {str(path)!r} has shape {hu.shape}; expected a 3D volume")
-    return hu, np.asarray(img.affine, dtype=np.float64)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    check_volume(hu, f"CT {str(path)!r}", affine=affine)  # NaN, singular affine (else a bare LinAlgError), ...
+    return hu, affine
 
 
 def _crop_offsets(roi_size: int, spacing_mm: float) -> np.ndarray:

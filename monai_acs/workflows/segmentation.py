@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .. import metrics
-from .runs import save_atomic
+from .runs import load_checkpoint, load_weights, save_atomic
 
 __all__ = ["pretrain_2d", "feature_mauc_report", "evaluate_segmentation", "write_report", "format_table"]
 
@@ -158,8 +158,7 @@ def evaluate_segmentation(
         the foreground classes.
     """
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        network.load_state_dict(state.get("network", state) if isinstance(state, dict) else state, strict=True)
+        load_weights(network, load_checkpoint(checkpoint), checkpoint)
     network = network.to(device).eval()
     preds, labels = [], []
     for batch in loader:
