@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .batches import channels_last_prepare_batch, select_prepare_batch
-from .engines import LazySummaryWriter, run_dir_path
+from .engines import LazySummaryWriter, publish_best, run_dir_path
 from .handlers import ProgressBar, RunCheckpointer
 from .poc import finish_run, pretrained_2d_weights
 from .runs import (
@@ -21,6 +21,7 @@ __all__ = [
     "as_bool",
     "LazySummaryWriter",
     "run_dir_path",
+    "publish_best",
     "ProgressBar",
     "RunCheckpointer",
     "channels_last_prepare_batch",

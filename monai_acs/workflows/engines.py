@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LazySummaryWriter", "run_dir_path"]
+__all__ = ["LazySummaryWriter", "publish_best", "run_dir_path"]
 
 
 def run_dir_path(
@@ -70,3 +70,35 @@ class LazySummaryWriter:
         """Close the writer if one was created (nothing to do otherwise)."""
         if self._writer is not None:
             self._writer.close()
+
+
+def publish_best(
+    run_dir: str | os.PathLike, models_dir: str | os.PathLike, info: Mapping[str, Any] | None = None,
+    publish: Any = True,
+) -> str | None:
+    """The last run step of a training: publish the run's ``model_best.pt`` as ``<models_dir>/model.pt`` (with
+    ``info``, e.g. the report, as ``model.json``; :func:`monai_acs.workflows.publish_model`), or with
+    ``publish=false`` (as ``scripts/compare.py`` runs) only say where the run is.
+
+    Returns:
+        The published model's path, or None when not published.
+
+    Raises:
+        FileNotFoundError: the run wrote no ``model_best.pt`` (validation never ran, or its metric was undefined).
+    """
+    from monai.utils import str2bool
+
+    from .runs import publish_model
+
+    best = Path(run_dir) / "model_best.pt"
+    if not best.is_file():
+        raise FileNotFoundError(
+            f"{best} was not written: did validation run (val_interval <= epochs), and does the validation set give a "
+            f"defined key metric?"
+        )
+    if not (str2bool(publish) if isinstance(publish, str) else bool(publish)):
+        print(f"logs and checkpoints in {run_dir} (not published: publish=false)", flush=True)
+        return None
+    published = publish_model(best, models_dir, info=dict(info or {}))
+    print(f"best model published to {published}; logs and checkpoints in {run_dir}", flush=True)
+    return published
