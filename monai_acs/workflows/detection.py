@@ -489,6 +489,17 @@ class FROCMetric(Metric):
         self.last_result = froc(detections, truths, self.fp_rates, self.iou_threshold, self.average_over)
         return float(self.last_result["average_sensitivity"])
 
+    def completed(self, engine: Engine, name: str) -> None:
+        """Put the average sensitivity under ``name``, the sensitivity at each level under ``name/<FPs per image>``,
+        and the whole result (curve included) in ``engine.state.metric_details[name]`` (for the report)."""
+        engine.state.metrics[name] = self.compute()
+        for level, value in self.last_result["sensitivity"].items():
+            engine.state.metrics[f"{name}/{float(level):g}"] = float(value)
+        details = getattr(engine.state, "metric_details", None)
+        if details is None:
+            details = engine.state.metric_details = {}
+        details[name] = self.last_result
+
 
 def write_froc_report(
     result: Mapping[str, Any],

@@ -246,9 +246,14 @@ def nodule_items(
         FileNotFoundError: the CT or the CSV does not exist.
         ValueError: no CT or CSV given, bad CSV, or a centre outside the CT (often: the wrong ``coords_space``).
     """
-    if image is None or nodules_csv is None:
-        raise ValueError("LIDC inference: give the CT (--image <NIfTI file or DICOM series folder>) and the nodule "
-                         "centres (--nodules_csv <CSV with coordX, coordY, coordZ in world mm>)")
+    if image is None or nodules_csv is None or not Path(image).exists() or not Path(nodules_csv).is_file():
+        missing = [f"{what} {str(path)!r} does not exist" for what, path in (("CT", image), ("CSV", nodules_csv))
+                   if path is not None and not Path(path).exists()]
+        raise FileNotFoundError(
+            "LIDC inference: give the CT (--image <NIfTI file or DICOM series folder>) and the nodule centres "
+            "(--nodules_csv <CSV with coordX, coordY, coordZ in world mm>)"
+            + (f": {'; '.join(missing)}" if missing else "")
+        )
     rows = read_nodule_centres(nodules_csv, coords_space)
     hu, affine = _cached_ct(str(image))
     items = []

@@ -84,7 +84,14 @@ def write_report(
     return report
 
 
-_KINDS = ("segmentation", "classification")
+_KINDS = ("segmentation", "classification", "froc")
+_DETAILS = "_details"
+
+
+def _plain(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else float(value)
+
+
 #: The best validation's metrics so far, beside ``model_best.pt``.
 BEST_VALIDATION = "best_validation.json"
 
@@ -94,7 +101,8 @@ class MetricsReport:
 
     Args:
         output_dir: where the report goes (the run folder, or ``evaluate.json``'s ``output_dir``).
-        kind: ``"segmentation"`` (per-class Dice global / per case / IoU table) or ``"classification"`` (AUC table).
+        kind: ``"segmentation"`` (per-class Dice global / per case / IoU table), ``"classification"`` (AUC table) or
+            ``"froc"`` (FROC table, curve and plot: :func:`monai_acs.workflows.detection.write_froc_report`).
         metric: the name under which the evaluator's :class:`~monai_acs.workflows.metrics.SegmentationMetrics` or
             :class:`~monai_acs.workflows.metrics.BinaryClassificationMetrics` is attached.
         title: the report's heading.
@@ -144,6 +152,9 @@ class MetricsReport:
 
     def _evaluated(self, engine: Engine) -> None:
         metrics = dict(engine.state.metrics)
+        details = getattr(engine.state, "metric_details", None) or {}
+        if self.metric in details:  # e.g. the FROC curve
+            metrics[_DETAILS] = details[self.metric]
         if self.key_metric is None:
             self.write(metrics)
             return
@@ -154,7 +165,7 @@ class MetricsReport:
             self.best, self.best_epoch = metrics, int(engine.state.epoch)
             # kept beside model_best.pt, so that a resumed run reports the validation of the weights it publishes
             if self._writes():
-                save_atomic(json.dumps({"epoch": self.best_epoch, "metrics": metrics}, default=float) + "\n",
+                save_atomic(json.dumps({"epoch": self.best_epoch, "metrics": metrics}, default=_plain) + "\n",
                             self._best_file)
 
     @property
@@ -187,6 +198,13 @@ class MetricsReport:
         """Write the report of ``metrics`` (an ``engine.state.metrics``) and return it (None on ranks > 0)."""
         if not self._writes():
             return None
+        if self.kind == "froc":
+            from .detection import write_froc_report
+
+            result = dict(metrics[_DETAILS])
+            result["sensitivity"] = {float(k): float(v) for k, v in result["sensitivity"].items()}
+            self.report = write_froc_report(result, self.output_dir, self.title, {**self.extra, **(extra or {})})
+            return self.report
         if self.kind == "segmentation":
             results, table = segmentation_results(metrics, self.metric, self.class_names), format_table
         else:
