@@ -1,4 +1,4 @@
-"""Steps of the DeepLesion detection bundle (A3D paper Sec. 3, ACS paper Sec. IV-D): data, engine steps, FROC, inference.
+"""Steps of the DeepLesion detection bundle (A3D paper Sec. 3, ACS paper Sec. IV-D): data, engines, FROC, inference.
 
 Data flow: ``DL_info.csv`` + 16-bit PNG slices -> :class:`LoadDeepLesiond` (D slices at 2 mm around the key slice,
 RECIST ellipse weak masks) -> HU clip and normalisation (MONAI ``ScaleIntensityRanged``) -> :class:`ResizeDetectiond`
@@ -36,7 +36,7 @@ from ..data.deeplesion import find_deeplesion_files, read_dl_info, read_hu_png, 
 from ..errors import BundleError
 from ..metrics import froc
 from .checks import check_volume
-from .runs import load_checkpoint, load_weights, publish_model, save_atomic
+from .runs import save_atomic
 
 __all__ = [
     "DetectionEvalStep",
@@ -51,8 +51,6 @@ __all__ = [
     "WarmupMultiStepLambda",
     "context_slices",
     "deeplesion_datalist",
-    "evaluate_detection",
-    "finish_detection_run",
     "list_collate",
     "mask_to_rle",
     "read_ct_volume",
@@ -579,60 +577,6 @@ def _plot_froc(result: Mapping[str, Any], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def evaluate_detection(
-    network: nn.Module,
-    loader: Any,
-    device: Any,
-    checkpoint: str | None = None,
-    fp_rates: Sequence[float] = (0.5, 1, 2, 4, 8, 16),
-    iou_threshold: float = 0.5,
-    average_over: Sequence[float] = (0.5, 1, 2, 4),
-) -> dict[str, Any]:
-    """Run the detector over ``loader`` (optionally loading ``checkpoint`` first) and return the FROC result."""
-    if checkpoint is not None:
-        load_weights(network, load_checkpoint(checkpoint), checkpoint)
-    metric = FROCMetric(fp_rates, iou_threshold, average_over, gather=False)
-    metric.reset()
-    step = DetectionEvalStep()
-    holder = Engine(lambda e, b: None)
-    holder.network, holder.state.device = network, torch.device(device)  # type: ignore[attr-defined]
-    for batch in loader:
-        metric.update(step(holder, batch))
-    metric.compute()
-    return metric.last_result  # type: ignore[return-value]
-
-
-def finish_detection_run(
-    network: nn.Module,
-    loader: Any,
-    device: Any,
-    run_dir: str,
-    models_dir: str,
-    settings: Mapping[str, Any],
-    publish: bool = True,
-) -> dict[str, Any]:
-    """Evaluate the run's best checkpoint on the validation loader, write the FROC report into the run folder and
-    (unless ``publish=False``) publish the weights as ``<models_dir>/model.pt``."""
-    best = Path(run_dir) / "model_best.pt"
-    if not best.is_file():
-        raise FileNotFoundError(f"{best} was not written: did validation run? (val_interval <= epochs)")
-    module = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
-    result = evaluate_detection(module, loader, device, checkpoint=str(best))
-    extra = {**dict(settings), "run_dir": run_dir, "best_checkpoint": str(best)}
-    summary = write_froc_report(
-        result,
-        run_dir,
-        f"Validation FROC, best checkpoint ({settings.get('operator')}, D={settings.get('num_slices')})",
-        extra,
-    )
-    if str(publish).strip().lower() not in ("false", "0", "no", "none", ""):  # "--publish false" arrives as a string
-        published = publish_model(best, models_dir, info=extra)
-        print(f"best model published to {published}; logs and checkpoints in {run_dir}", flush=True)
-    else:
-        print(f"logs and checkpoints in {run_dir} (not published: publish=false)", flush=True)
-    return summary
 
 
 # ----------------------------------------------------------------------------------------------------- inference

@@ -7,8 +7,8 @@ and ``masks/``; see :mod:`monai_acs.data.lidc`). Their configs call the function
 - :func:`lidc_datalist` turns ``datalist.json`` into MONAI items (absolute paths; an optional seeded fraction of the
   training set for the data-scale experiment, Fig. 4), failing fast with the expected layout and the command that
   makes it when the folder is missing or empty.
-- :func:`finish_lidc_run` / :func:`evaluate_lidc` evaluate a checkpoint on the validation split and print and save
-  the report (``results.json`` / ``results.md``); :func:`evaluate_classification` computes the AUC.
+- the figures (Dice global, AUC) are metrics of the bundles' evaluators (:mod:`monai_acs.workflows.metrics`) and
+  the reports come from :class:`monai_acs.workflows.report.MetricsReport`.
 
 Per-nodule inference on a whole CT is :mod:`monai_acs.workflows.nodules`.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,11 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from .. import metrics
-from .runs import load_checkpoint, load_weights, publish_model, require_dataset_dir, save_atomic
-from .segmentation import evaluate_segmentation, write_report
+from .runs import require_dataset_dir, save_atomic
 
 __all__ = [
     "LIDC_LAYOUT",
@@ -38,13 +34,8 @@ __all__ = [
     "axial_slice_samples",
     "binary_target",
     "describe_lidc_data",
-    "evaluate_classification",
-    "evaluate_lidc",
-    "finish_lidc_run",
-    "format_classification_table",
     "lidc_datalist",
     "pretrain_lidc_2d",
-    "write_classification_report",
 ]
 
 logger = logging.getLogger(__name__)
@@ -183,137 +174,6 @@ def binary_target(label: Any) -> torch.Tensor:
         tensor([1.])
     """
     return torch.as_tensor(label, dtype=torch.float32).reshape(1)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Evaluation and reports
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _load_checkpoint(network: nn.Module, checkpoint: str | os.PathLike) -> None:
-    load_weights(network, load_checkpoint(checkpoint, what="model"), checkpoint)
-
-
-@torch.no_grad()
-def evaluate_classification(
-    network: nn.Module, loader: Any, device: str | torch.device = "cpu", checkpoint: str | None = None
-) -> dict[str, Any]:
-    """AUC (ACS paper Table V) and accuracy at probability 0.5 of a one-logit malignancy classifier.
-
-    Args:
-        network: the 3D classifier, ``(N, C, D, H, W) -> (N, 1)`` logits.
-        loader: yields ``image`` and ``label`` (0/1, any shape with one element per case).
-        device: device. Default CPU.
-        checkpoint: optional weights file (a state dict or a dict holding one under ``network``).
-
-    Returns:
-        ``{"auc", "accuracy", "cases", "malignant", "benign"}``; ``auc`` is ``nan`` if one class is absent.
-    """
-    if checkpoint is not None:
-        _load_checkpoint(network, checkpoint)
-    network = network.to(device).eval()
-    probs, labels = [], []
-    for batch in loader:
-        logits = network(batch["image"].to(device)).float().cpu()
-        probs.append(torch.sigmoid(logits).reshape(-1))
-        labels.append(torch.as_tensor(batch["label"]).float().reshape(-1))
-    p, y = torch.cat(probs).numpy(), torch.cat(labels).numpy()
-    positives = int(y.sum())
-    value = metrics.auc(p, y) if 0 < positives < len(y) else float("nan")
-    if math.isnan(value):
-        logger.warning("AUC undefined: the evaluation set holds one class only (%d cases)", len(y))
-    return {
-        "auc": float(value),
-        "accuracy": float(((p >= 0.5) == (y >= 0.5)).mean()),
-        "cases": len(y),
-        "malignant": positives,
-        "benign": int(len(y) - positives),
-    }
-
-
-def format_classification_table(results: dict[str, Any]) -> str:
-    """Markdown table of :func:`evaluate_classification` results (percent)."""
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None or math.isnan(v) else f"{100 * v:.1f}"
-
-    row = (f"| {results['cases']} ({results['benign']} / {results['malignant']}) | {pct(results['auc'])} | "
-           f"{pct(results['accuracy'])} |")
-    return f"| cases (benign / malignant) | AUC | accuracy (p >= 0.5) |\n|---|---|---|\n{row}"
-
-
-def write_classification_report(
-    results: dict[str, Any], out_dir: str, title: str, extra: dict | None = None
-) -> dict[str, Any]:
-    """Print the AUC table and write ``results.json`` and ``results.md`` into ``out_dir``."""
-    return write_report(results, out_dir, title, extra, table=format_classification_table)
-
-
-def evaluate_lidc(
-    task: str,
-    network: nn.Module,
-    loader: Any,
-    device: Any,
-    output_dir: str,
-    title: str,
-    extra: dict | None = None,
-    checkpoint: str | None = None,
-) -> dict[str, Any]:
-    """Evaluate on ``loader`` (Dice global for segmentation, AUC for classification), print and save the report.
-
-    Args:
-        task: ``"segmentation"`` or ``"classification"``.
-        network: the 3D network.
-        loader: the validation loader.
-        device: device.
-        output_dir: where ``results.json`` / ``results.md`` go.
-        title: report title.
-        extra: entries added to the report (settings, data description, ...).
-        checkpoint: optional weights file to load first.
-
-    Returns:
-        The report.
-    """
-    if _check_task(task) == "segmentation":
-        results = evaluate_segmentation(network, loader, SEG_CLASS_NAMES, device, checkpoint=checkpoint)
-        return write_report(results, output_dir, title, extra)
-    return write_classification_report(evaluate_classification(network, loader, device, checkpoint), output_dir,
-                                       title, extra)
-
-
-def finish_lidc_run(
-    task: str,
-    network: nn.Module,
-    loader: Any,
-    device: Any,
-    run_dir: str,
-    models_dir: str,
-    settings: dict[str, Any],
-    data: str,
-    publish: bool = True,
-) -> dict[str, Any]:
-    """Evaluate the run's best checkpoint on the validation split, print and save the report, and (unless
-    ``publish=False``, as ``scripts/compare.py`` runs do) publish the weights to ``<models_dir>/model.pt``.
-
-    Raises:
-        FileNotFoundError: the run wrote no ``model_best.pt`` (validation never ran, or its metric was undefined).
-    """
-    best = Path(run_dir) / "model_best.pt"
-    if not best.is_file():
-        raise FileNotFoundError(
-            f"{best} was not written: did validation run (val_interval <= epochs), and does the validation split "
-            f"give a defined metric (both classes for the AUC, a non-empty mask for Dice)?"
-        )
-    extra = {**settings, "run_dir": run_dir, "best_checkpoint": str(best), "data": data}
-    metric = "Dice global" if task == "segmentation" else "AUC"
-    title = (f"LIDC {task} validation, best checkpoint by {metric} ({settings.get('backbone', 'resnet18')}, "
-             f"{settings.get('operator')}, {'p.' if settings.get('pretrained') else 'r.'})")
-    report = evaluate_lidc(task, network, loader, device, run_dir, title, extra, checkpoint=str(best))
-    if publish:
-        published = publish_model(best, models_dir, info=extra)
-        print(f"best model published to {published}; logs and checkpoints in {run_dir}", flush=True)
-    else:
-        print(f"logs and checkpoints in {run_dir} (not published: publish=false)", flush=True)
-    return report
 
 
 def axial_slice_samples(
