@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from .batches import channels_last_prepare_batch, select_prepare_batch
-from .engines import LazySummaryWriter, publish_best, run_dir_path
+from .engines import LazySummaryWriter, channels_last_prepare_batch, publish_best, run_dir_path, select_prepare_batch
 from .handlers import ProgressBar, RunCheckpointer
 from .poc import pretrained_2d_weights
 from .report import MetricsReport
 from .runs import (
-    as_bool,
     default_run_name,
     locate_bundle_root,
     prepare_run_dir,
@@ -19,7 +17,6 @@ from .runs import (
 from .segmentation import feature_mauc_report, pretrain_2d
 
 __all__ = [
-    "as_bool",
     "LazySummaryWriter",
     "run_dir_path",
     "publish_best",

@@ -9,10 +9,10 @@ from typing import Any, Callable
 
 import torch
 from ignite.engine import Engine, Events
+from monai.utils import str2bool
 
 from ..errors import BundleError
 from .runs import (
-    as_bool,
     capture_rng_state,
     load_checkpoint,
     load_weights,
@@ -68,7 +68,7 @@ class RunCheckpointer:
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.run_dir = Path(run_dir)
         self.network, self.evaluator, self.key_metric = network, evaluator, key_metric
-        self.optimizer, self.lr_scheduler, self.resume, self.mode = optimizer, lr_scheduler, as_bool(resume), mode
+        self.optimizer, self.lr_scheduler, self.resume, self.mode = optimizer, lr_scheduler, str2bool(resume), mode
         self.best_metric = -math.inf if mode == "max" else math.inf
         self.best_epoch = -1
         self.settings = normalize_settings(settings) if settings is not None else None

@@ -21,34 +21,30 @@ import json
 import logging
 import math
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.config import KeysCollection
 from monai.data import MetaTensor, decollate_batch
-from monai.data.meta_obj import get_track_meta
-from monai.transforms import InvertibleTransform, MapTransform
-from monai.utils import convert_to_tensor
+from monai.utils import str2bool
 
 from ..data.lits import load_lits_datalist
-from .runs import as_bool, publish_model, save_atomic
+from .ct_io import input_stem
+from .plots import to_lps, to_lps_spacing, write_overlay_png
+from .runs import publish_model, save_atomic
+from .transforms import lits_region_masks
 
 __all__ = [
     "LITS_REGIONS",
-    "DepthFirstd",
     "LitsDiceHandler",
-    "LitsRegionsd",
     "VolumeReport",
     "check_lits_split",
     "finish_lits_run",
     "lits_datalist",
-    "list_ct_inputs",
     "require_checkpoint",
-    "write_overlay_png",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,104 +52,15 @@ logger = logging.getLogger(__name__)
 #: The evaluated regions of LiTS: the liver is every non-background voxel (labels 1 and 2), the tumour label 2.
 LITS_REGIONS: tuple[str, ...] = ("liver", "tumour")
 
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_OTHER_VOLUME_SUFFIXES = (".mha", ".mhd", ".nrrd")
-
 
 # ----------------------------------------------------------------------------------------------------------- axes
-def _reverse_spatial(img: Any) -> Any:
-    """(C, a, b, c) -> (C, c, b, a); a MetaTensor's affine gets its spatial columns reversed to match."""
-    img = convert_to_tensor(img, track_meta=get_track_meta())
-    if img.ndim < 2:
-        raise ValueError(f"DepthFirstd: expected a channel-first array (C, x, y[, z]), got shape {tuple(img.shape)}")
-    spatial = list(range(1, img.ndim))
-    out = img.permute([0, *spatial[::-1]])
-    if isinstance(out, MetaTensor):
-        affine = torch.as_tensor(out.affine).clone()
-        n = img.ndim - 1
-        if affine.shape[-1] == n + 1:
-            affine[..., :n] = affine[..., :n].flip(-1)
-            out.affine = affine
-    return out
-
-
-class DepthFirstd(MapTransform, InvertibleTransform):
-    """Reverse the spatial axes of channel-first arrays: MONAI's (C, x, y, z) becomes the paper's (C, z, y, x).
-
-    The ACS paper (Sec. IV-C) transposes LiTS volumes to z, y, x so that depth is the first spatial axis, which is
-    what ``conv2p5d``, ``keep_depth`` and the A3D operators assume. Unlike ``monai.transforms.Transposed`` this
-    transform also permutes the affine's columns, so the metadata still describes the data (spacing reads as
-    (z, y, x), later spatial transforms and ``Invertd`` stay correct). It is its own inverse and is recorded for
-    ``Invertd``.
-
-    Args:
-        keys: keys of the arrays to transform.
-        allow_missing_keys: skip missing keys instead of raising. Default False.
-
-    Examples:
-        >>> import torch
-        >>> from monai.data import MetaTensor
-        >>> img = MetaTensor(torch.zeros(1, 4, 5, 6), affine=torch.diag(torch.tensor([0.7, 0.8, 2.5, 1.0])))
-        >>> out = DepthFirstd("image")({"image": img})["image"]
-        >>> tuple(out.shape), [round(float(s), 2) for s in out.pixdim]
-        ((1, 6, 5, 4), [2.5, 0.8, 0.7])
-    """
-
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = _reverse_spatial(d[key])
-            self.push_transform(d, key)
-        return d
-
-    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            self.get_most_recent_transform(d, key)  # raises if the last recorded transform is not this one
-            self.pop_transform(d, key)
-            d[key] = _reverse_spatial(d[key])
-        return d
 
 
 # -------------------------------------------------------------------------------------------------------- metrics
-def _region_masks(x: Any) -> torch.Tensor:
-    """A label map (1, ...) -> bool region masks (2, ...): liver (label >= 1), tumour (label == 2)."""
-    t = torch.as_tensor(x)
-    if t.ndim < 2 or t.shape[0] not in (1, 2):
-        raise ValueError(
-            f"expected a LiTS label map (1, ...) or liver/tumour masks (2, ...), got shape {tuple(t.shape)}"
-        )
-    if t.shape[0] == 2:
-        return t.bool()
-    return torch.cat([t >= 1, t == 2]).bool()
-
-
-class LitsRegionsd(MapTransform):
-    """Turn LiTS label maps (1, ...) with 0 background, 1 liver, 2 tumour into two float masks (2, ...):
-    liver (labels 1 and 2: the whole organ, tumours included, as the LiTS challenge scores it) and tumour (label 2).
-
-    MONAI's ``MeanDice(include_background=True)`` over these channels is the mean of the liver and tumour Dice.
-
-    Examples:
-        >>> import torch
-        >>> out = LitsRegionsd("label")({"label": torch.tensor([[0, 1, 2]])})["label"]
-        >>> out.tolist()
-        [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]
-    """
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            masks = _region_masks(d[key]).float()
-            d[key] = MetaTensor(masks, meta=d[key].meta) if isinstance(d[key], MetaTensor) else masks
-        return d
 
 
 def _case_counts(pred: Any, label: Any) -> dict[str, int]:
-    p, lab = _region_masks(pred), _region_masks(label)
+    p, lab = lits_region_masks(pred), lits_region_masks(label)
     if p.shape != lab.shape:
         raise ValueError(f"prediction shape {tuple(p.shape)} differs from label shape {tuple(lab.shape)}")
     counts = {}
@@ -305,7 +212,7 @@ class LitsDiceHandler:
             return batch_item[self.case_key]
         for source in (output_item.get("label"), output_item.get("pred")):
             if isinstance(source, MetaTensor) and source.meta.get("filename_or_obj"):
-                return _input_stem(str(source.meta["filename_or_obj"]))
+                return input_stem(str(source.meta["filename_or_obj"]))
         return f"case_{index}"
 
     def _update(self, engine: Engine) -> None:
@@ -347,12 +254,6 @@ class LitsDiceHandler:
 
 
 # ------------------------------------------------------------------------------------------------- bundle steps
-def _input_stem(path: str) -> str:
-    name = Path(path.rstrip("/\\")).name
-    for suffix in (*_NIFTI_SUFFIXES[::-1], *_OTHER_VOLUME_SUFFIXES, ".dcm"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def lits_datalist(
@@ -373,7 +274,7 @@ def lits_datalist(
     cases = load_lits_datalist(dataset_dir, split, val_fraction=val_fraction, seed=seed)
     if not cases:
         raise ValueError(f"LiTS dataset_dir '{dataset_dir}': the {split!r} split is empty")
-    return [{**c, "case": _input_stem(str(c["image"]))} for c in cases]
+    return [{**c, "case": input_stem(str(c["image"]))} for c in cases]
 
 
 def check_lits_split(
@@ -463,7 +364,7 @@ def finish_lits_run(run_dir: str, models_dir: str, settings: Mapping[str, Any], 
     save_atomic(json.dumps(report, indent=2, default=float) + "\n", run / "results.json")
     save_atomic(text, run / "results.md")
     print("\n" + text, flush=True)
-    if as_bool(publish):
+    if str2bool(publish):
         published = publish_model(best, models_dir, info={**report, "settings": dict(settings)})
         print(f"best model (epoch {epoch}) published to {published}; logs, checkpoints and per-validation Dice in "
               f"{run}", flush=True)
@@ -473,127 +374,6 @@ def finish_lits_run(run_dir: str, models_dir: str, settings: Mapping[str, Any], 
 
 
 # ------------------------------------------------------------------------------------------- CT volume inference
-def _is_dicom_file(path: Path) -> bool:
-    if path.suffix.lower() == ".dcm":
-        return True
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-def _holds_dicom(folder: Path, probe: int = 8) -> bool:
-    files = [p for p in sorted(folder.iterdir()) if p.is_file()][:probe]
-    return any(_is_dicom_file(p) for p in files)
-
-
-def _is_volume_file(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and name.endswith(_NIFTI_SUFFIXES + _OTHER_VOLUME_SUFFIXES)
-
-
-def list_ct_inputs(source: str | os.PathLike) -> list[str]:
-    """The CT volumes to segment under ``source``.
-
-    ``source`` may be one volume file (NIfTI ``.nii``/``.nii.gz``, or ``.mha``/``.mhd``/``.nrrd``), a folder of DICOM
-    files (one series), or a folder holding volume files and/or sub-folders that each hold one DICOM series.
-
-    Returns:
-        Paths (files, or folders for DICOM series), sorted.
-
-    Raises:
-        FileNotFoundError: ``source`` does not exist or holds nothing to segment.
-    """
-    path = Path(source)
-    if path.is_file():
-        return [str(path)]
-    if not path.is_dir():
-        raise FileNotFoundError(f"input {str(path)!r} does not exist: give a NIfTI file, a folder of them, or a "
-                                "DICOM series folder")
-    volumes = sorted(str(p) for p in path.iterdir() if _is_volume_file(p))
-    if not volumes and _holds_dicom(path):
-        return [str(path)]
-    series = sorted(str(p) for p in path.iterdir() if p.is_dir() and _holds_dicom(p))
-    found = volumes + series
-    if not found:
-        raise FileNotFoundError(
-            f"input folder {str(path)!r} holds no CT volume: expected NIfTI files (*.nii, *.nii.gz; also *.mha, "
-            "*.mhd, *.nrrd), DICOM files of one series, or sub-folders each holding one DICOM series"
-        )
-    return found
-
-
-def _to_lps(volume_zyx: np.ndarray, axcodes: str) -> np.ndarray:
-    """Reorient a network-space (z, y, x) array whose (x, y, z) axes follow ``axcodes`` to L, P, S (for display)."""
-    import nibabel.orientations as nio
-
-    xyz = np.transpose(volume_zyx, (2, 1, 0))
-    transform = nio.ornt_transform(nio.axcodes2ornt(tuple(axcodes)), nio.axcodes2ornt(("L", "P", "S")))
-    return np.transpose(nio.apply_orientation(xyz, transform), (2, 1, 0))
-
-
-def write_overlay_png(
-    image_zyx: np.ndarray,
-    label_zyx: np.ndarray,
-    spacing_zyx: Sequence[float],
-    path: str | os.PathLike,
-    title: str = "",
-) -> str:
-    """Save a PNG with the label map over axial, coronal and sagittal slices through the liver's centre.
-
-    The arrays are (z, y, x) with voxel axes toward patient Left, Posterior, Superior (the bundle's network space):
-    the axial slice is shown as a radiologist reads it (anterior up, patient's right on the left), coronal and
-    sagittal with superior up. The slices pass through the centroid of the predicted liver (labels 1 and 2), or
-    through the middle of the volume when no liver was found. Liver is drawn green, tumour red.
-
-    Args:
-        image_zyx: the image, any range (displayed between its 0.5 and 99.5 percentiles).
-        label_zyx: the label map (0 background, 1 liver, 2 tumour), same shape.
-        spacing_zyx: voxel size in mm along (z, y, x), for the aspect ratio.
-        path: the PNG to write.
-        title: figure title.
-
-    Returns:
-        The written path.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
-
-    image = np.asarray(image_zyx, dtype=np.float32)
-    label = np.asarray(label_zyx)
-    if image.shape != label.shape or image.ndim != 3:
-        raise ValueError(f"write_overlay_png: image {image.shape} and label {label.shape} must be the same 3D shape")
-    liver = np.argwhere(label >= 1)
-    centre = liver.mean(0).round().astype(int) if len(liver) else np.array(image.shape) // 2
-    cz, cy, cx = (int(c) for c in centre)
-    sz, sy, sx = (float(s) for s in spacing_zyx)
-    lo, hi = np.percentile(image, [0.5, 99.5]) if image.size else (0.0, 1.0)
-    colours = ListedColormap([(0, 0, 0, 0), (0.1, 0.9, 0.2, 0.35), (1.0, 0.1, 0.1, 0.6)])
-    views = [
-        ("axial", image[cz], label[cz], sy / sx, "upper", f"z={cz}"),
-        ("coronal", image[:, cy, :], label[:, cy, :], sz / sx, "lower", f"y={cy}"),
-        ("sagittal", image[:, :, cx], label[:, :, cx], sz / sy, "lower", f"x={cx}"),
-    ]
-    fig = Figure(figsize=(12, 4.6), dpi=100)
-    FigureCanvasAgg(fig)
-    for i, (name, img, lab, aspect, origin, where) in enumerate(views):
-        ax = fig.add_subplot(1, 3, i + 1)
-        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, aspect=aspect, origin=origin,
-                  interpolation="nearest")
-        ax.imshow(np.clip(lab, 0, 2), cmap=colours, vmin=0, vmax=2, aspect=aspect, origin=origin,
-                  interpolation="nearest")
-        ax.set_title(f"{name} ({where})", fontsize=9)
-        ax.set_axis_off()
-    suffix = "" if len(liver) else " (no liver found)"
-    fig.suptitle(f"{title}{suffix}\ngreen: liver, red: tumour", fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return str(out)
 
 
 _CSV_FIELDS = [
@@ -678,11 +458,11 @@ class VolumeReport:
         }
         if self.overlay:
             spacing_zyx = [float(v) for v in image.pixdim]  # DepthFirstd keeps the affine in step with the axes
-            display = _to_lps(np.asarray(image[0].detach().cpu()), self.axcodes)
+            display = to_lps(np.asarray(image[0].detach().cpu()), self.axcodes)
             title = f"{Path(path).name}: liver {row['liver_ml']} mL, tumour {row['tumour_ml']} mL"
-            row["overlay"] = write_overlay_png(display, _to_lps(label_net, self.axcodes),
-                                               _to_lps_spacing(spacing_zyx, self.axcodes),
-                                               self.output_dir / f"{_input_stem(path)}_overlay.png", title)
+            row["overlay"] = write_overlay_png(display, to_lps(label_net, self.axcodes),
+                                               to_lps_spacing(spacing_zyx, self.axcodes),
+                                               self.output_dir / f"{input_stem(path)}_overlay.png", title)
         return row
 
     def _all_rows(self) -> list[dict[str, Any]]:
@@ -706,13 +486,3 @@ class VolumeReport:
             raise RuntimeError(f"every input failed; see {self.csv_path}")
 
 
-def _to_lps_spacing(spacing_zyx: Sequence[float], axcodes: str) -> list[float]:
-    """Spacing (z, y, x) of a network-space array after :func:`_to_lps` (axes may be permuted)."""
-    import nibabel.orientations as nio
-
-    transform = nio.ornt_transform(nio.axcodes2ornt(tuple(axcodes)), nio.axcodes2ornt(("L", "P", "S")))
-    spacing_xyz = list(spacing_zyx)[::-1]
-    out_xyz = [0.0, 0.0, 0.0]
-    for src, (dst, _) in enumerate(transform):
-        out_xyz[int(dst)] = spacing_xyz[src]
-    return out_xyz[::-1]

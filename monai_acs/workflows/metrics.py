@@ -11,7 +11,7 @@ Under ``torch.distributed`` the per-case values of all ranks are gathered before
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from ignite.engine import Engine
 from ignite.metrics import Metric
 
 from .. import metrics as _m
+from ..metrics import froc
 
 __all__ = ["BinaryClassificationMetrics", "SegmentationMetrics"]
 
@@ -167,3 +168,73 @@ class BinaryClassificationMetrics(_DetailedMetric):
         auc = float(_m.auc(p, y)) if 0 < positives < len(y) else math.nan
         return {"auc": auc, "accuracy": float(((p >= 0.5) == (y >= 0.5)).mean()), "cases": float(len(y)),
                 "positives": float(positives), "negatives": float(len(y) - positives)}
+
+
+class FROCMetric(Metric):
+    """ignite metric: average FROC sensitivity over ``average_over`` FPs per image (the papers' key number).
+
+    ``update`` takes the :class:`DetectionEvalStep` output; ``compute`` runs :func:`monai_acs.metrics.froc` on all
+    images seen (``last_result`` keeps the full result: sensitivities per level and the curve).
+
+    Args:
+        fp_rates: FPs-per-image levels. Default (0.5, 1, 2, 4, 8, 16).
+        iou_threshold: a detection is a true positive when its IoU with a not yet matched lesion box is >= this.
+            Default 0.5.
+        average_over: levels averaged into the key number. Default (0.5, 1, 2, 4).
+        gather: under ``torch.distributed``, gather the images of all ranks before computing (every rank must
+            call ``compute``). Default True.
+    """
+
+    def __init__(
+        self,
+        fp_rates: Sequence[float] = (0.5, 1, 2, 4, 8, 16),
+        iou_threshold: float = 0.5,
+        average_over: Sequence[float] = (0.5, 1, 2, 4),
+        output_transform: Callable = lambda x: x,
+        device: str | torch.device = "cpu",
+        gather: bool = True,
+    ) -> None:
+        self.fp_rates, self.iou_threshold = tuple(float(r) for r in fp_rates), float(iou_threshold)
+        self.average_over = tuple(float(r) for r in average_over)
+        self.last_result: dict[str, Any] | None = None
+        self.gather = bool(gather)
+        super().__init__(output_transform=output_transform, device=device)
+
+    required_output_keys = ("pred", "label")
+
+    def reset(self) -> None:
+        self._detections: list[np.ndarray] = []
+        self._truths: list[np.ndarray] = []
+
+    def update(self, output: Mapping[str, Any] | Sequence[Any]) -> None:
+        """Add one batch: the :class:`DetectionEvalStep` output, or its ``(pred, label)`` pair."""
+        pred, label = (output["pred"], output["label"]) if isinstance(output, Mapping) else output
+        for det, truth in zip(pred, label):
+            boxes = det["boxes"].reshape(-1, 4).numpy()
+            scores = det["scores"].reshape(-1, 1).numpy()
+            self._detections.append(np.concatenate([boxes, scores], axis=1))
+            self._truths.append(truth["boxes"].reshape(-1, 4).numpy())
+
+    def compute(self) -> float:
+        detections, truths = self._detections, self._truths
+        if self.gather and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, (detections, truths))
+            detections = [d for part in gathered for d in part[0]]
+            truths = [t for part in gathered for t in part[1]]
+        if not truths:
+            raise RuntimeError("FROCMetric: no image was evaluated")
+        self.last_result = froc(detections, truths, self.fp_rates, self.iou_threshold, self.average_over)
+        return float(self.last_result["average_sensitivity"])
+
+    def completed(self, engine: Engine, name: str) -> None:
+        """Put the average sensitivity under ``name``, the sensitivity at each level under ``name/<FPs per image>``,
+        and the whole result (curve included) in ``engine.state.metric_details[name]`` (for the report)."""
+        engine.state.metrics[name] = self.compute()
+        for level, value in self.last_result["sensitivity"].items():
+            engine.state.metrics[f"{name}/{float(level):g}"] = float(value)
+        details = getattr(engine.state, "metric_details", None)
+        if details is None:
+            details = engine.state.metric_details = {}
+        details[name] = self.last_result
+

@@ -16,10 +16,9 @@ point and reads the CT through its RAS affine (MONAI's ``LoadImage`` gives RAS f
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
-from monai.transforms import MapTransform
 from scipy import ndimage
 from torch import nn
 
-from .checks import check_volume
+from .ct_io import cached_ct
 from .runs import save_atomic
 
 __all__ = [
-    "NoduleCropd",
     "NoduleReport",
-    "load_ct",
     "nodule_items",
     "paste_nodule_probability",
     "predict_nodules",
@@ -99,35 +95,6 @@ def read_nodule_centres(csv_path: str | os.PathLike, coords_space: str = "LPS") 
     if not rows:
         raise ValueError(f"{path}: no nodule rows")
     return rows
-
-
-def load_ct(image: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a CT volume (NIfTI/any ITK file, or a folder holding one DICOM series) in HU.
-
-    Returns:
-        ``(hu, affine)``: float32 ``(X, Y, Z)`` array and its 4x4 RAS affine (MONAI ``LoadImage``).
-
-    Raises:
-        FileNotFoundError: no such file or folder.
-        ValueError: unreadable, or not a 3D volume.
-    """
-    from monai.transforms import LoadImage
-
-    path = Path(image)
-    if not path.exists():
-        raise FileNotFoundError(f"CT {str(path)!r} does not exist (a NIfTI file or a folder with one DICOM series)")
-    try:
-        img = LoadImage(image_only=True, reader="ITKReader" if path.is_dir() else None)(str(path))
-    except Exception as err:
-        raise ValueError(f"cannot read CT {str(path)!r}: {type(err).__name__}: {err}") from err
-    hu = np.asarray(img, dtype=np.float32)
-    if hu.ndim == 4 and 1 in (hu.shape[0], hu.shape[-1]):
-        hu = hu.squeeze(0) if hu.shape[0] == 1 else hu.squeeze(-1)
-    if hu.ndim != 3:
-        raise ValueError(f"CT {str(path)!r} has shape {hu.shape}; expected a 3D volume")
-    affine = np.asarray(img.affine, dtype=np.float64)
-    check_volume(hu, f"CT {str(path)!r}", affine=affine)  # NaN, singular affine (else a bare LinAlgError), ...
-    return hu, affine
 
 
 def _crop_offsets(roi_size: int, spacing_mm: float) -> np.ndarray:
@@ -215,14 +182,6 @@ def paste_nodule_probability(
     return box, values.reshape([b - a for a, b in zip(lo, hi)]).astype(np.float32)
 
 
-
-
-@functools.lru_cache(maxsize=2)
-def _cached_ct(image: str) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`load_ct`, read once per CT for all its nodules (items and crops)."""
-    return load_ct(image)
-
-
 def _voxel(affine: np.ndarray, centre_lps: np.ndarray) -> np.ndarray:
     inv = np.linalg.inv(affine)
     return inv[:3, :3] @ (_LPS_TO_RAS @ np.asarray(centre_lps, float)) + inv[:3, 3]
@@ -255,7 +214,7 @@ def nodule_items(
             + (f": {'; '.join(missing)}" if missing else "")
         )
     rows = read_nodule_centres(nodules_csv, coords_space)
-    hu, affine = _cached_ct(str(image))
+    hu, affine = cached_ct(str(image))
     items = []
     for i, row in enumerate(rows):
         ijk = _voxel(affine, row["centre_lps"])
@@ -269,28 +228,6 @@ def nodule_items(
         items.append({"image": str(image), "id": str(row["id"]), "centre_lps": np.asarray(row["centre_lps"], float),
                       "voxel": np.asarray(voxel, float)})
     return items
-
-
-class NoduleCropd(MapTransform):
-    """Replace the CT path under ``image`` by the nodule's crop: ``(1, r, r, r)`` float32 HU, axes along L, P, S, as
-    in training (:func:`sample_nodule_crop` around ``centre_lps``). The CT is read once for all its nodules.
-
-    Args:
-        roi_size: crop voxels per side (as trained). Default 48.
-        spacing_mm: crop voxel size (as trained). Default 1.0.
-        cval: HU outside the CT. Default -1024.
-    """
-
-    def __init__(self, roi_size: int = 48, spacing_mm: float = 1.0, cval: float = -1024.0) -> None:
-        super().__init__(keys="image")
-        self.roi_size, self.spacing_mm, self.cval = int(roi_size), float(spacing_mm), float(cval)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        hu, affine = _cached_ct(str(d["image"]))
-        crop = sample_nodule_crop(hu, affine, d["centre_lps"], self.roi_size, self.spacing_mm, self.cval)
-        d["ct"], d["image"] = str(d["image"]), torch.from_numpy(crop)[None]
-        return d
 
 
 class NoduleReport:
@@ -343,7 +280,7 @@ class NoduleReport:
         else:
             import nibabel as nib
 
-            hu, affine = _cached_ct(str(image))
+            hu, affine = cached_ct(str(image))
             best = np.zeros(hu.shape, np.float32)
             labels = np.zeros(hu.shape, np.uint16)
             for k, (row, (_, prob)) in enumerate(zip(rows, self._seen)):
@@ -417,6 +354,8 @@ def predict_nodules(
     from monai.handlers import CheckpointLoader
     from monai.inferers import SimpleInferer
     from monai.transforms import Activationsd, Compose, EnsureTyped, RepeatChanneld, ScaleIntensityRanged
+
+    from .transforms import NoduleCropd
 
     _check_task(task)
     items = nodule_items(image, nodules_csv, coords_space)

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from monai.utils import str2bool
 
 from ..data.synthetic import read_2d_samples
 from ..networks.poc import poc_unet_2d
-from .runs import as_bool
 from .segmentation import pretrain_2d
 
 __all__ = ["pretrained_2d_weights"]
@@ -36,7 +36,7 @@ def pretrained_2d_weights(
     The file name encodes the architecture, data size, epochs and seed, so every run and operator with the same
     settings shares one 2D pretraining.
     """
-    if not as_bool(pretrained):
+    if not str2bool(pretrained):
         return None
     samples = read_2d_samples(Path(datalist).parent / "pretrain_2d_training.npz")
     name = (

@@ -9,8 +9,10 @@ reports correctly) and :meth:`MetricsReport.write_best` writes that report once 
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from .plots import plot_froc
 from .runs import save_atomic
 
 __all__ = ["MetricsReport", "classification_results", "format_classification_table", "format_table",
@@ -213,3 +216,56 @@ class MetricsReport:
         self.report = write_report({**results, **added}, self.output_dir, self.title,
                                    {**self.extra, **(extra or {})}, table)
         return self.report
+
+
+def write_froc_report(
+    result: Mapping[str, Any],
+    output_dir: str | os.PathLike,
+    title: str = "FROC",
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``froc.csv`` (sensitivity per FPs-per-image level and the average), ``froc_curve.csv``, ``froc.png`` and
+    ``froc.json`` into ``output_dir``, print the table, and return the summary.
+
+    Args:
+        result: a :func:`monai_acs.metrics.froc` result (e.g. ``FROCMetric.last_result``).
+        output_dir: folder to write to (created).
+        title: heading of the printed table and the plot.
+        extra: entries added to ``froc.json`` (settings, checkpoint, ...).
+
+    Returns:
+        ``{"sensitivity": {fp: s}, "average_sensitivity": a, "num_images": n, "num_lesions": m, ...extra}``.
+    """
+    if result is None:
+        raise ValueError("write_froc_report: no FROC result (did the evaluation run?)")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sens = {float(k): float(v) for k, v in result["sensitivity"].items()}
+    summary = {
+        "sensitivity": {f"{k:g}": v for k, v in sens.items()},
+        "average_sensitivity": float(result["average_sensitivity"]),
+        "num_images": int(result["num_images"]),
+        "num_lesions": int(result["num_lesions"]),
+        **dict(extra or {}),
+    }
+    rows = [("fp_per_image", "sensitivity")] + [(f"{k:g}", f"{v:.4f}") for k, v in sens.items()]
+    rows.append(("average", f"{summary['average_sensitivity']:.4f}"))
+    with (out / "froc.csv").open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    with (out / "froc_curve.csv").open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(("fp_per_image", "sensitivity", "score_threshold"))
+        for fp, s, t in zip(result["curve_fps"], result["curve_sensitivity"], result["curve_thresholds"]):
+            writer.writerow((f"{float(fp):.4f}", f"{float(s):.4f}", f"{float(t):.6g}"))
+    save_atomic(json.dumps(summary, indent=2) + "\n", out / "froc.json")
+    plot_froc(result, out / "froc.png", title)
+    header = " | ".join(f"{k:g}" for k in sens)
+    values = " | ".join(f"{100 * v:.2f}" for v in sens.values())
+    print(
+        f"{title} ({summary['num_images']} images, {summary['num_lesions']} lesions, IoU >= 0.5)\n"
+        f"sensitivity (%) at FPs/image: {header} | avg\n{' ' * 29}{values} | "
+        f"{100 * summary['average_sensitivity']:.2f}\nwritten to {out}",
+        flush=True,
+    )
+    return summary
+

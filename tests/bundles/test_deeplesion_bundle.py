@@ -31,17 +31,12 @@ from _helpers import (
 from dicom_helpers import write_dicom_series
 
 from monai_acs.data.deeplesion import read_dl_info, read_hu_png, recist_ellipse_mask, write_deeplesion_demo
-from monai_acs.workflows.detection import (
-    FROCMetric,
-    RandDetectionAugmentd,
-    ResizeDetectiond,
-    WarmupMultiStepLambda,
-    context_slices,
-    deeplesion_datalist,
-    mask_to_rle,
-    read_ct_volume,
-    rle_to_mask,
-)
+from monai_acs.workflows.ct_io import read_ct_volume
+from monai_acs.workflows.datasets import context_slices
+from monai_acs.workflows.detection import deeplesion_datalist, mask_to_rle, rle_to_mask
+from monai_acs.workflows.engines import WarmupMultiStepLambda
+from monai_acs.workflows.metrics import FROCMetric
+from monai_acs.workflows.transforms import RandDetectionAugmentd, ResizeDetectiond
 
 BUNDLE = REPO / "bundles" / "deeplesion_a3d"
 CONFIGS = BUNDLE / "configs"

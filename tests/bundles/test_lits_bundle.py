@@ -160,7 +160,7 @@ def lits(tmp_path_factory) -> LitsRuns:
         from monai.transforms import Compose, LoadImaged, Orientationd, RepeatChanneld, ScaleIntensityRanged
 
         from monai_acs.networks import lits_deeplab
-        from monai_acs.workflows.lits import DepthFirstd
+        from monai_acs.workflows.transforms import DepthFirstd
 
         state = torch.load(runs.models / "model.pt", map_location="cpu", weights_only=True)
         net = lits_deeplab(TINY["operator"], return_dict=False)
@@ -347,7 +347,7 @@ def test_depth_first_and_orientation_invert_exactly():
     from monai.data import MetaTensor
     from monai.transforms import Compose, Invertd, Orientationd
 
-    from monai_acs.workflows.lits import DepthFirstd
+    from monai_acs.workflows.transforms import DepthFirstd
 
     affine = torch.tensor(_rsp_affine(np.diag([-0.7, -0.8, 2.5, 1.0]), 5))  # voxel axes R (0.7), S (2.5), P (0.8)
     image = MetaTensor(torch.arange(5 * 6 * 7, dtype=torch.float32).reshape(1, 5, 6, 7), affine=affine)
