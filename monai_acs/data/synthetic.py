@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .nifti import save_nifti
+
 __all__ = [
     "POC_2D_CLASS_IDS",
     "POC_CLASS_NAMES",
@@ -324,15 +326,6 @@ def _check_existing(out_dir: Path, params: dict) -> bool:
     return True
 
 
-def _save_nifti(array: np.ndarray, path: Path) -> None:
-    import nibabel as nib
-
-    image = nib.Nifti1Image(array, affine=np.eye(4))
-    image.header.set_data_dtype(array.dtype)
-    image.header.set_xyzt_units("mm")
-    nib.save(image, str(path))
-
-
 def write_dataset(
     out_dir: str | os.PathLike,
     n_2d: int,
@@ -441,8 +434,8 @@ def write_dataset(
                     "image": f"images{suffix}/case_{i:03d}.nii.gz",
                     "label": f"labels{suffix}/case_{i:03d}.nii.gz",
                 }
-                _save_nifti(image, tmp / entry["image"])
-                _save_nifti(label, tmp / entry["label"])
+                save_nifti(image, np.eye(4), tmp / entry["image"])
+                save_nifti(label, np.eye(4), tmp / entry["label"])
                 files += [entry["image"], entry["label"]]
                 entries.append(entry)
             datalist[key] = entries

@@ -18,7 +18,7 @@ from .checks import check_volume
 
 logger = logging.getLogger(__name__)
 
-__all__ = ['cached_ct', 'input_stem', 'list_ct_inputs', 'load_ct', 'read_ct_volume', 'save_nifti']
+__all__ = ['cached_ct', 'input_stem', 'list_ct_inputs', 'load_ct', 'read_ct_volume']
 
 
 def load_ct(image: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -29,7 +29,8 @@ def load_ct(image: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
     Raises:
         FileNotFoundError: no such file or folder.
-        ValueError: unreadable, or not a 3D volume.
+        BundleError: unreadable (corrupt, truncated, not a DICOM series), or failing the volume checks.
+        ValueError: not a 3D volume.
     """
     from monai.transforms import LoadImage
 
@@ -38,8 +39,11 @@ def load_ct(image: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise FileNotFoundError(f"CT {str(path)!r} does not exist (a NIfTI file or a folder with one DICOM series)")
     try:
         img = LoadImage(image_only=True, reader="ITKReader" if path.is_dir() else None)(str(path))
-    except Exception as err:
-        raise ValueError(f"cannot read CT {str(path)!r}: {type(err).__name__}: {err}") from err
+    except Exception as err:  # readers raise anything (EOFError, zlib.error, OSError, ...) without the file name
+        what = "not a readable DICOM series" if path.is_dir() else "corrupt or truncated (an interrupted copy?)"
+        raise BundleError(
+            f"cannot read CT {str(path)!r}: {type(err).__name__}: {err}; the file or folder is {what}: replace it"
+        ) from err
     hu = np.asarray(img, dtype=np.float32)
     if hu.ndim == 4 and 1 in (hu.shape[0], hu.shape[-1]):
         hu = hu.squeeze(0) if hu.shape[0] == 1 else hu.squeeze(-1)
@@ -108,52 +112,17 @@ def read_ct_volume(input_path: str | os.PathLike, slice_interval_mm: float | Non
             "format": "deeplesion_png",
             "input": str(path),
         }
-    if path.is_file() and path.name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        try:
-            img = nib.load(str(path))
-            data = np.asarray(img.dataobj, dtype=np.float32)
-        except Exception as error:  # nibabel: EOFError, zlib.error, OSError ... none names the file
-            raise BundleError(
-                f"cannot read '{path}': {type(error).__name__}: {error}; the file is corrupt or truncated (an "
-                f"interrupted copy?): replace it with an intact copy"
-            ) from error
-        if data.ndim != 3:
-            raise ValueError(f"'{path}': expected a 3D CT volume, got shape {data.shape}")
-        check_volume(data, f"'{path}'", affine=img.affine)
+    if path.is_dir() or path.name.endswith((".nii", ".nii.gz")):
+        data, affine = load_ct(path)  # the one NIfTI / DICOM reader (MONAI LoadImage), with the volume checks
         volume = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
-        interval = slice_interval_mm or float(img.header.get_zooms()[2])
+        # the slice interval is the length of the affine's third column (the distance between consecutive slices; the
+        # NIfTI header's third voxel size, or what ITK takes from the DICOM slice positions)
+        interval = slice_interval_mm or float(np.linalg.norm(affine[:3, 2]))
         return {
             "volume": volume,
             "slice_numbers": list(range(volume.shape[0])),
             "slice_interval_mm": interval,
-            "format": "nifti",
-            "input": str(path),
-        }
-    if path.is_dir():
-        from monai.transforms import LoadImage
-
-        try:
-            image = LoadImage(reader="ITKReader", image_only=True)(str(path))
-        except Exception as error:  # ITK raises many types for unreadable folders
-            raise ValueError(
-                f"'{path}': not a DeepLesion slice folder and not a readable DICOM series "
-                f"({type(error).__name__}: {error})"
-            ) from error
-        data = np.asarray(image, dtype=np.float32)
-        if data.ndim != 3:
-            raise ValueError(f"'{path}': expected a 3D DICOM series, got shape {data.shape}")
-        check_volume(data, f"'{path}'", affine=image.affine)
-        volume = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
-        # ITKReader puts no NIfTI-style "pixdim" in the metadata: the slice interval is the length of the affine's
-        # third column (the distance between consecutive slices; ITK takes it from the slice positions).
-        interval = slice_interval_mm or float(np.linalg.norm(np.asarray(image.affine, dtype=np.float64)[:3, 2]))
-        return {
-            "volume": volume,
-            "slice_numbers": list(range(volume.shape[0])),
-            "slice_interval_mm": interval,
-            "format": "dicom",
+            "format": "dicom" if path.is_dir() else "nifti",
             "input": str(path),
         }
     raise ValueError(
@@ -225,27 +194,3 @@ def list_ct_inputs(source: str | os.PathLike) -> list[str]:
             "*.mhd, *.nrrd), DICOM files of one series, or sub-folders each holding one DICOM series"
         )
     return found
-
-
-
-def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike, dtype: Any = None) -> Path:
-    """Write ``array`` as NIfTI with ``affine`` (RAS), every axis kept (a one-slice volume stays 3D), atomically
-    (written beside ``path``, then renamed).
-
-    Returns:
-        The written path.
-    """
-    import nibabel as nib
-
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    data = np.asarray(array) if dtype is None else np.asarray(array).astype(dtype)
-    suffix = ".nii.gz" if target.name.endswith(".nii.gz") else ".nii"
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{suffix}")
-    try:
-        nib.save(nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64)), str(tmp))
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target

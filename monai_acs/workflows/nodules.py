@@ -29,6 +29,7 @@ from ignite.engine import Engine, Events
 from scipy import ndimage
 from torch import nn
 
+from ..data.nifti import save_nifti
 from .ct_io import cached_ct
 from .runs import save_atomic
 
@@ -278,8 +279,6 @@ class NoduleReport:
                                           "malignancy_probability": round(float(prob.reshape(-1)[0]), 4)})
             result["csv"] = str(out / f"{stem}_malignancy.csv")
         else:
-            import nibabel as nib
-
             hu, affine = cached_ct(str(image))
             best = np.zeros(hu.shape, np.float32)
             labels = np.zeros(hu.shape, np.uint16)
@@ -295,7 +294,7 @@ class NoduleReport:
                 result["nodules"].append({"id": row["id"], **_xyz(row), "voxel": row["voxel"], "label": k + 1,
                                           "voxels": n, "volume_mm3": round(n * voxel_mm3, 1)})
             mask_path = out / f"{stem}_nodules.nii.gz"
-            nib.save(nib.Nifti1Image(labels, affine), str(mask_path))
+            save_nifti(labels, affine, mask_path)
             result["mask"] = str(mask_path)
             result["csv"] = str(out / f"{stem}_nodules.csv")
         text = _csv_text(result["nodules"], list(result["nodules"][0]))

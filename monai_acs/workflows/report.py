@@ -202,8 +202,6 @@ class MetricsReport:
         if not self._writes():
             return None
         if self.kind == "froc":
-            from .detection import write_froc_report
-
             result = dict(metrics[_DETAILS])
             result["sensitivity"] = {float(k): float(v) for k, v in result["sensitivity"].items()}
             self.report = write_froc_report(result, self.output_dir, self.title, {**self.extra, **(extra or {})})
