@@ -387,8 +387,9 @@ class VolumeReport:
 
     The evaluator (MONAI ``SupervisedEvaluator``, sliding-window inferer) runs the network on each input; its
     postprocessing turns the logits into a label map (``AsDiscreted``), keeps the network-space map as ``pred_net``
-    (``CopyItemsd``), maps ``pred`` back to the input's voxel grid (``Invertd``) and writes it (``SaveImaged``, which
-    records the file in ``pred.meta["saved_to"]``). After every iteration this handler adds a row to
+    (``CopyItemsd``), maps ``pred`` back to the input's voxel grid (``Invertd``), drops its channel (``SqueezeDimd``)
+    and writes it (``SaveImaged`` with the ``ITKWriter``, which keeps every axis: a one-slice CT gives a one-slice
+    mask; it records the file in ``pred.meta["saved_to"]``). After every iteration this handler adds a row to
     ``<output_dir>/<csv_name>`` (rewritten each time, so it is complete up to the input in progress): the written
     file, liver (labels 1 and 2, tumours included) and tumour volumes in mL, voxel counts, tumour components
     (26-connected), and an overlay PNG ``<name>_overlay.png`` (axial, coronal, sagittal slices through the liver, see
@@ -437,7 +438,8 @@ class VolumeReport:
 
         pred, pred_net, image = item["pred"], item["pred_net"], item["image"]
         path = str(pred.meta.get("filename_or_obj", ""))
-        label = np.asarray(pred[0].detach().cpu()).astype(np.uint8)
+        label = np.asarray(pred.detach().cpu()).astype(np.uint8)
+        label = label[0] if label.ndim == 4 else label  # channel squeezed before SaveImaged (every spatial axis kept)
         label_net = np.asarray(pred_net[0].detach().cpu()).astype(np.uint8)
         affine = np.asarray(pred.affine, dtype=np.float64)
         voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
