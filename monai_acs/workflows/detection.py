@@ -656,7 +656,8 @@ def read_ct_volume(input_path: str | os.PathLike, slice_interval_mm: float | Non
             data = np.asarray(img.dataobj, dtype=np.float32)
         except Exception as error:  # nibabel: EOFError, zlib.error, OSError ... none names the file
             raise BundleError(
-                f"cannot read '{path}': {type(error).__name__}: {error}; the file is corrupt or truncated (an "
+                f"cannot read '{path}': {type(error).__name__}: {' '.join(str(error).split())}; the file is corrupt "
+                f"or truncated (an "
                 f"interrupted copy?): replace it with an intact copy"
             ) from error
         if data.ndim != 3:

@@ -496,8 +496,10 @@ def publish_model(
                 shutil.copy2(old_json, kept.with_suffix(".json"))
             logger.warning("previous %s kept as %s", target, kept)
         os.replace(new_tmp, target)
-        if info is not None:
-            save_atomic(json.dumps(info, indent=2, default=str) + "\n", models / "model.json")
+        run_settings = state.get("run_settings") if isinstance(state, Mapping) else None
+        if info is not None or run_settings:
+            recorded = {**(info or {}), **({"run_settings": run_settings} if run_settings else {})}
+            save_atomic(json.dumps(recorded, indent=2, default=str) + "\n", models / "model.json")
         backups = sorted((p for p in models.iterdir() if _BACKUP.match(p.name)), key=lambda p: p.stat().st_mtime_ns)
         for old in backups[: max(0, len(backups) - max(0, int(keep_backups)))]:
             old.unlink(missing_ok=True)
@@ -553,7 +555,7 @@ def _origin(path: Path, state: Any) -> str:
     if not settings:
         try:
             info = json.loads(path.with_name("model.json").read_text())
-            settings = info.get("settings", info) if isinstance(info, dict) else None
+            settings = (info.get("run_settings") or info.get("settings", info)) if isinstance(info, dict) else None
         except (OSError, ValueError):
             settings = None
     if not isinstance(settings, Mapping):
