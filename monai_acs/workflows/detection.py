@@ -33,8 +33,8 @@ from monai.transforms import MapTransform, RandomizableTransform
 from torch import Tensor, nn
 
 from ..data.deeplesion import find_deeplesion_files, read_dl_info, read_hu_png, recist_ellipse_mask
-from ..metrics import froc
 from ..errors import BundleError
+from ..metrics import froc
 from .checks import check_volume
 from .runs import load_checkpoint, load_weights, publish_model, save_atomic
 

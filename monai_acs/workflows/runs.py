@@ -29,23 +29,23 @@ except ImportError:  # Windows: run folders are not locked
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "as_bool",
-    "locate_bundle_root",
-    "default_run_name",
-    "prepare_run_dir",
-    "save_atomic",
-    "publish_model",
-    "require_dataset_dir",
     "RUN_INFO",
-    "normalize_settings",
-    "lock_folder",
-    "release_folder",
+    "as_bool",
+    "capture_rng_state",
+    "check_checkpoint",
     "clean_orphans",
+    "default_run_name",
     "load_checkpoint",
     "load_weights",
-    "check_checkpoint",
-    "capture_rng_state",
+    "locate_bundle_root",
+    "lock_folder",
+    "normalize_settings",
+    "prepare_run_dir",
+    "publish_model",
+    "release_folder",
+    "require_dataset_dir",
     "restore_rng_state",
+    "save_atomic",
 ]
 
 RUN_INFO = "run.json"
@@ -315,7 +315,7 @@ def _find_latest(runs: Path, settings: dict[str, Any] | None) -> Path:
             + (f"; folders without {RUN_INFO}: {', '.join(p.parent.name for p in legacy[-3:])}" if legacy else "")
             + "; pass --run_name <folder> to resume a given run, or drop --resume to start a new one"
         )
-    run_dir, info = max(candidates, key=lambda c: _last_started(c[1]))
+    run_dir, _ = max(candidates, key=lambda c: _last_started(c[1]))
     if not (run_dir / "checkpoint_latest.pt").is_file():
         raise BundleError(
             f"--resume true --run_name latest: the run last started with these settings, {run_dir}, has no "
@@ -541,7 +541,7 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", map_locat
             f"cannot read {what} {file}: {reason}; the file is corrupt or truncated (an interrupted copy or save?): "
             f"replace it with an intact copy"
         ) from None
-    except Exception as err:  # zip reader, EOF, OS errors ...
+    except Exception as err:  # noqa: BLE001 - zip reader, EOF, OS errors ...
         reason = (str(err).splitlines() or [type(err).__name__])[0]
         raise BundleError(
             f"cannot read {what} {file}: {type(err).__name__}: {reason}; the file is corrupt or truncated (an "
@@ -633,8 +633,7 @@ def _randomizables(engine: Any) -> list[Any]:
         seen.add(id(node))
         if isinstance(node, Randomizable) and isinstance(getattr(node, "R", None), np.random.RandomState):
             found.append(node)
-        for child in getattr(node, "transforms", None) or []:
-            stack.append(child)
+        stack.extend(getattr(node, "transforms", None) or [])
     return found
 
 

@@ -229,7 +229,7 @@ def test_publish_is_atomic_and_keeps_bounded_backups(tmp_path):
 
 
 def test_orphans_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True)
     pid = int(dead.stdout)
     orphan = tmp_path / f".checkpoint_latest.pt.pid{pid}.abc.tmp"
     partial = tmp_path / f".poc.partial-pid{pid}-xyz"
@@ -286,3 +286,49 @@ def test_inference_with_a_checkpoint_of_another_network_says_what_it_was_made_wi
     text = messages(info.value)
     assert f"{models / 'model.pt'} does not fit this UNet" in text and "channels=[4, 8]" in text, text
     assert not (tmp_path / "pred").exists() or not list((tmp_path / "pred").glob("*.nii.gz"))
+
+
+# -- every bundle records its settings ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bundle", ["synthetic_poc_acs", "lits_acs", "lidc_cls_acs", "lidc_seg_acs", "deeplesion_a3d"])
+def test_every_bundle_records_and_checks_its_run_settings(bundle):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(POC.parent / bundle / "configs" / "train.json"))
+    parser["bundle_root"] = str(POC.parent / bundle)
+    settings = parser.get_parsed_content("run_settings")
+    assert {"operator", "seed", "dataset_dir"} <= set(settings) and "epochs" not in settings
+    assert parser["run_dir"].endswith("@run_settings)")
+    checkpointers = [h for h in parser["train"]["handlers"] if h["_target_"] == "monai_acs.workflows.RunCheckpointer"]
+    assert [h["settings"] for h in checkpointers] == ["@run_settings"]
+    assert parser["initialize"][:2] == ["$monai_acs.errors.check_command_line()",
+                                        "$monai_acs.errors.check_schedule(@epochs, @val_interval)"]
+    assert "publish" in parser.get()
+
+
+def test_training_killed_mid_run_resumes_with_latest(tmp_path, poc_data):
+    """kill -9 during training: the folder is not stuck, ``latest`` is that run, and it resumes from its last epoch."""
+    dirs = {"dataset_dir": poc_data, "models_dir": tmp_path / "models", "runs_dir": tmp_path / "runs"}
+    tiny = {**TINY_TRAIN, "pretrained": False}
+    args = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(TRAIN),
+            *cli_args({**tiny, "epochs": 500}), *cli_args(dirs), "--publish", "false"]
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 300
+    try:
+        while not list((tmp_path / "runs").glob("*/checkpoint_latest.pt")):
+            assert child.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    (run,) = list((tmp_path / "runs").iterdir())
+    epoch = torch.load(run / "checkpoint_latest.pt", weights_only=True)["epoch"]
+    result = bundle_command("run", "training", "--config_file", TRAIN, *cli_args({**tiny, "epochs": epoch + 1}),
+                            *cli_args(dirs), "--publish", "false", "--resume", "true", "--run_name", "latest").check()
+    assert f"resumed from {run / 'checkpoint_latest.pt'} at epoch {epoch}" in result.output, result.tail()
+    assert torch.load(run / "checkpoint_latest.pt", weights_only=True)["epoch"] == epoch + 1
+    assert not list(run.glob(".*.tmp")) and len(list((tmp_path / "runs").iterdir())) == 1
