@@ -332,3 +332,15 @@ def test_training_killed_mid_run_resumes_with_latest(tmp_path, poc_data):
     assert f"resumed from {run / 'checkpoint_latest.pt'} at epoch {epoch}" in result.output, result.tail()
     assert torch.load(run / "checkpoint_latest.pt", weights_only=True)["epoch"] == epoch + 1
     assert not list(run.glob(".*.tmp")) and len(list((tmp_path / "runs").iterdir())) == 1
+
+
+def test_data_generation_removes_a_killed_generations_partial_folder(tmp_path):
+    from monai_acs.data import write_dataset
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True,
+                          text=True)
+    partial = tmp_path / f".poc.partial-pid{int(dead.stdout)}-abc"
+    (partial / "imagesTr").mkdir(parents=True)
+    write_dataset(tmp_path / "poc", n_2d=2, n_3d_train=1, n_3d_val=1, seed=0, size=16)
+    assert not partial.exists() and (tmp_path / "poc" / "datalist.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["poc"]
