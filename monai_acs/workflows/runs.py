@@ -335,8 +335,8 @@ def prepare_run_dir(
 
     - The folder is locked (:func:`lock_folder`) for the life of the process: a second command on the same folder is
       refused while the first runs; a killed run leaves no stale lock.
-    - A new run refuses a folder that holds another run's files; it records ``settings``, its start time and command
-      line in ``run.json``.
+    - A new run refuses a folder that holds another run's files (a folder holding only the ``run.json`` of a run that
+      stopped before training is reused); it records ``settings``, its start time and command line in ``run.json``.
     - ``resume=True`` with ``run_name="latest"`` means the run last started (or resumed) with the same ``settings``,
       and refuses when that run has no checkpoint (it did not get to the end of an epoch) rather than resuming an
       older one; any resume refuses a run whose recorded settings differ from ``settings``.
@@ -397,7 +397,10 @@ def prepare_run_dir(
                     f"{run_dir} already holds checkpoints of another run; pass --resume true to continue it or choose "
                     f"another --run_name"
                 )
-            if leftovers:
+            if leftovers == [RUN_INFO]:  # a run that stopped before building its engines (bad data, bad setting)
+                logger.warning("%s: reusing the folder of a run that stopped before training (%s)", run_dir,
+                               (info or {}).get("started", "start unknown"))
+            elif leftovers:
                 raise RunFolderError(
                     f"{run_dir} already holds another run's files ({', '.join(leftovers[:5])}); choose another "
                     f"--run_name, or remove that folder if it is not needed"

@@ -344,3 +344,14 @@ def test_data_generation_removes_a_killed_generations_partial_folder(tmp_path):
     write_dataset(tmp_path / "poc", n_2d=2, n_3d_train=1, n_3d_val=1, seed=0, size=16)
     assert not partial.exists() and (tmp_path / "poc" / "datalist.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["poc"]
+
+
+def test_a_run_that_stopped_before_training_does_not_block_its_name(tmp_path):
+    first = Path(prepare_run_dir(tmp_path, "named", settings=SETTINGS))  # then failed on its data: only run.json
+    release_folder(first)
+    again = Path(prepare_run_dir(tmp_path, "named", settings=SETTINGS))
+    release_folder(again)
+    assert again == first and json.loads((again / RUN_INFO).read_text())["pid"] == os.getpid()
+    save_atomic("x", again / "events.out.tfevents.1")
+    with pytest.raises(RunFolderError, match=r"already holds another run's files \(events.out.tfevents.1, run.json\)"):
+        prepare_run_dir(tmp_path, "named", settings=SETTINGS)
