@@ -115,6 +115,7 @@ def test_two_commands_with_one_run_name_at_once(tmp_path, poc_data, command_pool
     assert ("is in use by pid" in refused.output or "already holds" in refused.output), refused.tail(20)
     last = refused.output.strip().splitlines()[-1]
     assert last.startswith("error: RunFolderError: ") and str(tmp_path / "runs" / "same") in last, last
+    assert "Failed to evaluate" in refused.output  # MONAI's wrapper and the full traceback are still printed above
     winner = torch.load(tmp_path / "runs" / "same" / "checkpoint_latest.pt", weights_only=True)
     assert winner["epoch"] == TINY_TRAIN["epochs"]
     assert json.loads((tmp_path / "runs" / "same" / "results.json").read_text())["cases"] == TINY_TRAIN["n_3d_val"]
