@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["BundleError", "RunFolderError", "user_message", "format_exception_line", "install_excepthook", "check_command_line", "check_schedule"]
+__all__ = ["BundleError", "RunFolderError", "check_command_line", "check_schedule", "format_exception_line", "install_excepthook", "user_message"]
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
@@ -214,7 +215,7 @@ def _whole_number(value: Any, name: str) -> int:
         number = float(value)
     except (TypeError, ValueError):
         number = float("nan")
-    if number != number or number in (float("inf"), float("-inf")) or number != int(number):
+    if not math.isfinite(number) or number != int(number):
         raise BundleError(f"--{name} must be a whole number, got {value!r}")
     return int(number)
 

@@ -22,7 +22,7 @@ from monai.transforms import MapTransform
 from ..errors import BundleError, user_message
 from .runs import save_atomic
 
-__all__ = ["check_volume", "check_affine", "CheckVolumed", "screen_inputs"]
+__all__ = ["CheckVolumed", "check_affine", "check_volume", "screen_inputs"]
 
 logger = logging.getLogger(__name__)
 

@@ -42,7 +42,8 @@ def load_ct(image: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     except Exception as err:  # readers raise anything (EOFError, zlib.error, OSError, ...) without the file name
         what = "not a readable DICOM series" if path.is_dir() else "corrupt or truncated (an interrupted copy?)"
         raise BundleError(
-            f"cannot read CT {str(path)!r}: {type(err).__name__}: {err}; the file or folder is {what}: replace it"
+            f"cannot read CT {str(path)!r}: {type(err).__name__}: {' '.join(str(err).split())}; the file or folder is "
+            f"{what}: replace it"
         ) from err
     hu = np.asarray(img, dtype=np.float32)
     if hu.ndim == 4 and 1 in (hu.shape[0], hu.shape[-1]):

@@ -159,6 +159,9 @@ class RunCheckpointer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.lr_scheduler is not None and "lr_scheduler" in ckpt:
             self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+            milestones = getattr(self.lr_scheduler, "milestones", None)
+            if milestones:  # the schedule is the original run's, whatever --epochs says now (docs/runs.md)
+                logger.info("learning-rate milestones kept from the run: epochs %s", sorted(milestones))
         self.best_metric, self.best_epoch = ckpt["best_metric"], ckpt["best_epoch"]
         engine.state.epoch, engine.state.iteration = ckpt["epoch"], ckpt["iteration"]
         if not restore_rng_state(ckpt.get("rng"), engine):

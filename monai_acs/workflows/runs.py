@@ -29,23 +29,23 @@ except ImportError:  # Windows: run folders are not locked
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "as_bool",
-    "locate_bundle_root",
-    "default_run_name",
-    "prepare_run_dir",
-    "save_atomic",
-    "publish_model",
-    "require_dataset_dir",
     "RUN_INFO",
-    "normalize_settings",
-    "lock_folder",
-    "release_folder",
+    "as_bool",
+    "capture_rng_state",
+    "check_checkpoint",
     "clean_orphans",
+    "default_run_name",
     "load_checkpoint",
     "load_weights",
-    "check_checkpoint",
-    "capture_rng_state",
+    "locate_bundle_root",
+    "lock_folder",
+    "normalize_settings",
+    "prepare_run_dir",
+    "publish_model",
+    "release_folder",
+    "require_dataset_dir",
     "restore_rng_state",
+    "save_atomic",
 ]
 
 RUN_INFO = "run.json"
@@ -315,7 +315,7 @@ def _find_latest(runs: Path, settings: dict[str, Any] | None) -> Path:
             + (f"; folders without {RUN_INFO}: {', '.join(p.parent.name for p in legacy[-3:])}" if legacy else "")
             + "; pass --run_name <folder> to resume a given run, or drop --resume to start a new one"
         )
-    run_dir, info = max(candidates, key=lambda c: _last_started(c[1]))
+    run_dir, _ = max(candidates, key=lambda c: _last_started(c[1]))
     if not (run_dir / "checkpoint_latest.pt").is_file():
         raise BundleError(
             f"--resume true --run_name latest: the run last started with these settings, {run_dir}, has no "
@@ -335,8 +335,8 @@ def prepare_run_dir(
 
     - The folder is locked (:func:`lock_folder`) for the life of the process: a second command on the same folder is
       refused while the first runs; a killed run leaves no stale lock.
-    - A new run refuses a folder that holds another run's files; it records ``settings``, its start time and command
-      line in ``run.json``.
+    - A new run refuses a folder that holds another run's files (a folder holding only the ``run.json`` of a run that
+      stopped before training is reused); it records ``settings``, its start time and command line in ``run.json``.
     - ``resume=True`` with ``run_name="latest"`` means the run last started (or resumed) with the same ``settings``,
       and refuses when that run has no checkpoint (it did not get to the end of an epoch) rather than resuming an
       older one; any resume refuses a run whose recorded settings differ from ``settings``.
@@ -397,7 +397,10 @@ def prepare_run_dir(
                     f"{run_dir} already holds checkpoints of another run; pass --resume true to continue it or choose "
                     f"another --run_name"
                 )
-            if leftovers:
+            if leftovers == [RUN_INFO]:  # a run that stopped before building its engines (bad data, bad setting)
+                logger.warning("%s: reusing the folder of a run that stopped before training (%s)", run_dir,
+                               (info or {}).get("started", "start unknown"))
+            elif leftovers:
                 raise RunFolderError(
                     f"{run_dir} already holds another run's files ({', '.join(leftovers[:5])}); choose another "
                     f"--run_name, or remove that folder if it is not needed"
@@ -496,8 +499,10 @@ def publish_model(
                 shutil.copy2(old_json, kept.with_suffix(".json"))
             logger.warning("previous %s kept as %s", target, kept)
         os.replace(new_tmp, target)
-        if info is not None:
-            save_atomic(json.dumps(info, indent=2, default=str) + "\n", models / "model.json")
+        run_settings = state.get("run_settings") if isinstance(state, Mapping) else None
+        if info is not None or run_settings:
+            recorded = {**(info or {}), **({"run_settings": run_settings} if run_settings else {})}
+            save_atomic(json.dumps(recorded, indent=2, default=str) + "\n", models / "model.json")
         backups = sorted((p for p in models.iterdir() if _BACKUP.match(p.name)), key=lambda p: p.stat().st_mtime_ns)
         for old in backups[: max(0, len(backups) - max(0, int(keep_backups)))]:
             old.unlink(missing_ok=True)
@@ -539,7 +544,7 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", map_locat
             f"cannot read {what} {file}: {reason}; the file is corrupt or truncated (an interrupted copy or save?): "
             f"replace it with an intact copy"
         ) from None
-    except Exception as err:  # zip reader, EOF, OS errors ...
+    except Exception as err:  # noqa: BLE001 - zip reader, EOF, OS errors ...
         reason = (str(err).splitlines() or [type(err).__name__])[0]
         raise BundleError(
             f"cannot read {what} {file}: {type(err).__name__}: {reason}; the file is corrupt or truncated (an "
@@ -553,7 +558,7 @@ def _origin(path: Path, state: Any) -> str:
     if not settings:
         try:
             info = json.loads(path.with_name("model.json").read_text())
-            settings = info.get("settings", info) if isinstance(info, dict) else None
+            settings = (info.get("run_settings") or info.get("settings", info)) if isinstance(info, dict) else None
         except (OSError, ValueError):
             settings = None
     if not isinstance(settings, Mapping):
@@ -631,8 +636,7 @@ def _randomizables(engine: Any) -> list[Any]:
         seen.add(id(node))
         if isinstance(node, Randomizable) and isinstance(getattr(node, "R", None), np.random.RandomState):
             found.append(node)
-        for child in getattr(node, "transforms", None) or []:
-            stack.append(child)
+        stack.extend(getattr(node, "transforms", None) or [])
     return found
 
 

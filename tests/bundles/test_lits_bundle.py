@@ -124,6 +124,8 @@ def lits(tmp_path_factory) -> LitsRuns:
     rsp.set_sform(rsp.affine, code=1)
     nib.save(rsp, runs.inputs / "reoriented.nii.gz")
     (runs.inputs / "broken.nii.gz").write_bytes(b"not a NIfTI file" * 64)
+    nib.save(nib.Nifti1Image(xyz[:, :, 5:6], affine), runs.inputs / "one_slice.nii.gz")
+    nib.save(nib.Nifti1Image(np.full(xyz.shape, np.nan, np.float32), affine), runs.inputs / "all_nan.nii.gz")
     assert nib.aff2axcodes(affine) == ("L", "P", "S")  # the demo's orientation, which the RSP copy assumes
     write_dicom_series(runs.inputs / "series_a", xyz, affine)
 
@@ -277,7 +279,7 @@ def _check_segmentation(seg_file: Path, shape: tuple, affine: np.ndarray) -> np.
 def test_inference_writes_masks_in_each_inputs_geometry(lits):
     result = lits.result("infer").check()
     out = lits.root / "seg"
-    assert "segmented 3 of 4 inputs" in result.output, result.tail()
+    assert "segmented 4 of 6 inputs" in result.output, result.tail()
 
     source = nib.load(lits.inputs / "volume-2.nii")
     reference = _check_segmentation(out / "volume-2_seg.nii.gz", source.shape, source.affine)
@@ -298,9 +300,16 @@ def test_inference_writes_masks_in_each_inputs_geometry(lits):
 
     with open(out / "volumes.csv") as f:
         rows = {Path(r["input"]).name: r for r in csv.DictReader(f)}
-    assert set(rows) == {"volume-2.nii", "reoriented.nii.gz", "series_a", "broken.nii.gz"}
+    assert set(rows) == {"volume-2.nii", "reoriented.nii.gz", "series_a", "broken.nii.gz", "one_slice.nii.gz",
+                         "all_nan.nii.gz"}
     assert rows["broken.nii.gz"]["status"].startswith("error:") and "broken.nii.gz" in rows["broken.nii.gz"]["status"]
     assert "SKIPPED" in result.output and "broken.nii.gz" in result.output
+    nan_file = lits.inputs / "all_nan.nii.gz"
+    assert rows["all_nan.nii.gz"]["status"] == f"error: ValueError: image {nan_file} holds NaN or infinite values"
+    # a one-slice CT gets a one-slice 3D mask in its own geometry (MONAI's SaveImage wrote a 2D one)
+    one = nib.load(lits.inputs / "one_slice.nii.gz")
+    assert rows["one_slice.nii.gz"]["status"] == "ok" and rows["one_slice.nii.gz"]["shape"] == "48x48x1"
+    _check_segmentation(out / "one_slice_seg.nii.gz", one.shape, one.affine)
     for name, stem in (("volume-2.nii", "volume-2"), ("reoriented.nii.gz", "reoriented"), ("series_a", "series_a")):
         row = rows[name]
         assert row["status"] == "ok"
