@@ -70,22 +70,22 @@ def child(req):
     os._exit(code)
 
 print("ready", flush=True)
-running = {}
-stdin_open = True
+running, pending, stdin_open = {}, b"", True
 while stdin_open or running:
-    if stdin_open and select.select([sys.stdin], [], [], 0.05)[0]:
-        line = sys.stdin.readline()
-        if not line:
-            stdin_open = False
-            continue
-        req = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                child(req)
-            finally:
-                os._exit(70)
-        running[pid] = req["id"]
+    if stdin_open and select.select([0], [], [], 0.05)[0]:  # the raw descriptor: no buffered line is left unseen
+        data = os.read(0, 1 << 16)
+        stdin_open = bool(data)
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            req = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    child(req)
+                finally:
+                    os._exit(70)
+            running[pid] = req["id"]
     elif not stdin_open:
         select.select([], [], [], 0.05)
     while running:
@@ -352,11 +352,15 @@ def test_resume_with_another_operator_is_refused_and_changes_nothing(name, train
     run = _trained(trained, name)
     bundle = run.bundle
     before = _digests(run.root)
-    result = launcher.run("run", "training", "--config_file", bundle.configs / "train.json",
-                          *cli_args({**bundle.tiny_train, "epochs": 2, "operator": bundle.other_operator}),
-                          *cli_args(run.dirs()), "--resume", "true", "--run_name", "base")
-    _refused(result, "BundleError: resume refused", str(run.run_dir),
+    args = ["run", "training", "--config_file", bundle.configs / "train.json",
+            *cli_args({**bundle.tiny_train, "epochs": 2, "operator": bundle.other_operator}), *cli_args(run.dirs()),
+            "--resume", "true", "--run_name"]
+    by_name, latest = launcher.submit(*args, "base"), launcher.submit(*args, "latest")
+    _refused(by_name.result(timeout=900), "BundleError: resume refused", str(run.run_dir),
              f"operator='{bundle.operator}' (this command: '{bundle.other_operator}')", "drop --resume")
+    # `latest` means the run last started with this command's settings: there is none, so it resumes nothing
+    _refused(latest.result(timeout=900), "BundleError: ", "was started with this command's settings",
+             f"base (operator='{bundle.operator}'")
     assert _digests(run.root) == before, "a refused resume changed or created files"
 
 
@@ -415,6 +419,24 @@ def test_inference_with_a_truncated_model_names_it(name, trained, launcher, tmp_
     result = launcher.run(*_inference(run, _good_ct(run), tmp_path / "out", models_dir=models))
     _refused(result, str(model), "corrupt or truncated")
     assert _digests(tmp_path) == before, "a refused inference wrote files"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_evaluation_with_a_truncated_model_names_it(name, trained, launcher, tmp_path):
+    run = _trained(trained, name)
+    bundle = run.bundle
+    models = tmp_path / "models"
+    shutil.copytree(run.models, models)
+    model = models / "model.pt"
+    model.write_bytes(model.read_bytes()[:2000])
+    before, original = _digests(tmp_path), _digests(run.root)
+    configs = "['" + str(bundle.configs / "train.json") + "','" + str(bundle.configs / "evaluate.json") + "']"
+    split = ["--eval_split", 2] if name == "deeplesion_a3d" else []  # the demo's splits are 1, 1, 2
+    result = launcher.run("run", "--config_file", configs, *cli_args({**bundle.tiny_train, "operator": bundle.operator}),
+                          *cli_args(run.dirs(models_dir=models)), "--ckpt_path", model, *split,
+                          "--output_dir", tmp_path / "eval")
+    _refused(result, str(model), "corrupt or truncated")
+    assert _digests(tmp_path) == before and _digests(run.root) == original, "a refused evaluation wrote files"
 
 
 # -- 3. unknown override key ----------------------------------------------------------------------------------------
