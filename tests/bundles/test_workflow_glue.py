@@ -67,7 +67,8 @@ def _evaluation(report: MetricsReport, key: float, dice: float, epoch: int) -> N
     engine.state.epoch = epoch
     engine.state.metrics = {
         "val_key": key, "val_dice": dice, "val_dice/dice_global": dice, "val_dice/dice_per_case": dice,
-        "val_dice/miou": dice / 2, "val_dice/cases": 3, "val_dice/dice_global/a": dice, "val_dice/dice_per_case/a": dice,
+        "val_dice/miou": dice / 2, "val_dice/cases": 3, "val_dice/dice_global/a": dice,
+        "val_dice/dice_per_case/a": dice,
         "val_dice/iou/a": dice / 2,
     }
     report._evaluated(engine)
