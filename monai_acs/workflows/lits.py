@@ -7,7 +7,7 @@ The LiTS bundle (``bundles/lits_acs``) calls these from its configs:
 - :class:`LitsRegionsd` and :class:`LitsDiceHandler` compute the paper's Table VI metrics, Dice global and Dice per
   case of the liver (labels 1 and 2) and of the tumour (label 2);
 - :func:`lits_datalist`, :func:`check_lits_split`, :func:`require_checkpoint` fail fast with clear messages;
-- :func:`finish_lits_run` reports the best validation and publishes the model;
+- the best validation's figures are reported by :class:`monai_acs.workflows.report.MetricsReport` (``kind="lits"``);
 - :class:`VolumeReport` is the report handler of the inference evaluator (a MONAI ``SupervisedEvaluator`` with a
   sliding-window inferer, ``Invertd`` / ``SaveImaged`` postprocessing): a CSV of liver and tumour volumes and an
   overlay PNG per input; inputs that fail are skipped by the dataset and reported.
@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor, decollate_batch
-from monai.utils import str2bool
 
 from ..data.lits import load_lits_datalist
 from .ct_io import input_stem
 from .plots import to_lps, to_lps_spacing, write_overlay_png
-from .runs import publish_model, save_atomic
+from .report import format_lits_table
+from .runs import save_atomic
 from .transforms import lits_region_masks
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "LitsDiceHandler",
     "VolumeReport",
     "check_lits_split",
-    "finish_lits_run",
     "lits_datalist",
     "require_checkpoint",
 ]
@@ -108,18 +107,6 @@ def summarize_lits_dice(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         }
     summary["per_case"] = per_case
     return summary
-
-
-def format_lits_table(summary: Mapping[str, Any]) -> str:
-    """Markdown table of :func:`summarize_lits_dice` in the layout of the ACS paper's Table VI (percent)."""
-    pct = lambda v: "n/a" if v is None or math.isnan(v) else f"{100 * v:.1f}"  # noqa: E731
-    les, liv = summary["tumour"], summary["liver"]
-    return "\n".join([
-        "| | Lesion DG | Lesion DPC | Liver DG | Liver DPC |",
-        "|---|---|---|---|---|",
-        f"| this model ({summary['cases']} cases) | {pct(les['dice_global'])} | {pct(les['dice_per_case'])} | "
-        f"{pct(liv['dice_global'])} | {pct(liv['dice_per_case'])} |",
-    ])
 
 
 def _gather_rows(rows: list[dict]) -> list[dict]:
@@ -234,8 +221,9 @@ class LitsDiceHandler:
         summary["epoch"] = int(engine.state.epoch)
         self.summary = summary
         for region in LITS_REGIONS:
-            for key in ("dice_global", "dice_per_case"):
+            for key in ("dice_global", "dice_per_case", "cases_counted"):
                 engine.state.metrics[f"{self.prefix}{region}_{key}"] = summary[region][key]
+        engine.state.metrics[f"{self.prefix}lits_cases"] = summary["cases"]
         if not _is_main_process():
             return
         logger.info(
@@ -323,54 +311,6 @@ def require_checkpoint(ckpt_path: str | os.PathLike) -> str:
             "--ckpt_path <file>"
         )
     return str(ckpt_path)
-
-
-def finish_lits_run(run_dir: str, models_dir: str, settings: Mapping[str, Any], publish: bool = True) -> dict[str, Any]:
-    """Report the best validation of a training run (its four Dice figures) and publish its model.
-
-    Reads the best epoch from ``<run_dir>/model_best.pt`` and that validation's results from
-    ``<run_dir>/validation/epoch_<NNNN>.json`` (written by :class:`LitsDiceHandler` during training, so nothing is
-    recomputed and a resumed run reports correctly), prints the Table VI row, writes ``results.json`` /
-    ``results.md`` into the run folder and (unless ``publish=False``) publishes ``models/model.pt``.
-
-    Returns:
-        The report.
-
-    Raises:
-        FileNotFoundError: no best checkpoint or no validation file (validation never ran).
-    """
-    run = Path(run_dir)
-    best = run / "model_best.pt"
-    if not best.is_file():
-        raise FileNotFoundError(f"{best} was not written: did validation run? (val_interval <= epochs)")
-    epoch = int(torch.load(best, map_location="cpu", weights_only=True, mmap=True)["epoch"])
-    results_file = run / "validation" / f"epoch_{epoch:04d}.json"
-    if not results_file.is_file():
-        raise FileNotFoundError(f"{results_file}: the validation results of the best epoch {epoch} are missing")
-    summary = json.loads(results_file.read_text())
-    report = {
-        "best_epoch": epoch,
-        "tumour": summary["tumour"],
-        "liver": summary["liver"],
-        "cases": summary["cases"],
-        "settings": dict(settings),
-        "run_dir": str(run),
-        "best_checkpoint": str(best),
-    }
-    table = format_lits_table(summary)
-    text = f"## LiTS validation, best checkpoint (epoch {epoch})\n\n{table}\n\n" + "\n".join(
-        f"- {k}: {v}" for k, v in settings.items()
-    ) + "\n"
-    save_atomic(json.dumps(report, indent=2, default=float) + "\n", run / "results.json")
-    save_atomic(text, run / "results.md")
-    print("\n" + text, flush=True)
-    if str2bool(publish):
-        published = publish_model(best, models_dir, info={**report, "settings": dict(settings)})
-        print(f"best model (epoch {epoch}) published to {published}; logs, checkpoints and per-validation Dice in "
-              f"{run}", flush=True)
-    else:
-        print(f"logs, checkpoints and per-validation Dice in {run} (not published: publish=false)", flush=True)
-    return report
 
 
 # ------------------------------------------------------------------------------------------- CT volume inference

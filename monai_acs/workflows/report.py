@@ -23,8 +23,8 @@ from ignite.engine import Engine, Events
 from .plots import plot_froc
 from .runs import save_atomic
 
-__all__ = ["MetricsReport", "classification_results", "format_classification_table", "format_table",
-           "segmentation_results", "write_report"]
+__all__ = ["MetricsReport", "classification_results", "format_classification_table", "format_lits_table",
+           "format_table", "lits_results", "segmentation_results", "write_report"]
 
 
 def _pct(v: Any) -> str:
@@ -48,6 +48,16 @@ def classification_results(metrics: Mapping[str, Any], name: str) -> dict[str, A
             "benign": int(metrics[f"{name}/negatives"])}
 
 
+def lits_results(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The LiTS Table VI figures that :class:`~monai_acs.workflows.lits.LitsDiceHandler` put in ``metrics`` under
+    ``prefix``: ``{"tumour": {"dice_global", "dice_per_case", "cases_counted"}, "liver": {...}, "cases": n}``."""
+    regions = {region: {key: float(metrics[f"{prefix}{region}_{key}"]) for key in ("dice_global", "dice_per_case")}
+               for region in ("tumour", "liver")}
+    for region in regions:
+        regions[region]["cases_counted"] = int(metrics[f"{prefix}{region}_cases_counted"])
+    return {**regions, "cases": int(metrics[f"{prefix}lits_cases"])}
+
+
 def format_table(results: Mapping[str, Any]) -> str:
     """Markdown table of :func:`segmentation_results` (percent)."""
     lines = ["| class | Dice (global) | Dice (per case) | IoU |", "|---|---|---|---|"]
@@ -64,6 +74,17 @@ def format_classification_table(results: Mapping[str, Any]) -> str:
     row = (f"| {results['cases']} ({results['benign']} / {results['malignant']}) | {_pct(results['auc'])} | "
            f"{_pct(results['accuracy'])} |")
     return f"| cases (benign / malignant) | AUC | accuracy (p >= 0.5) |\n|---|---|---|\n{row}"
+
+
+def format_lits_table(summary: Mapping[str, Any]) -> str:
+    """Markdown table of :func:`summarize_lits_dice` in the layout of the ACS paper's Table VI (percent)."""
+    les, liv = summary["tumour"], summary["liver"]
+    return "\n".join([
+        "| | Lesion DG | Lesion DPC | Liver DG | Liver DPC |",
+        "|---|---|---|---|---|",
+        f"| this model ({summary['cases']} cases) | {_pct(les['dice_global'])} | {_pct(les['dice_per_case'])} | "
+        f"{_pct(liv['dice_global'])} | {_pct(liv['dice_per_case'])} |",
+    ])
 
 
 def write_report(
@@ -87,7 +108,7 @@ def write_report(
     return report
 
 
-_KINDS = ("segmentation", "classification", "froc")
+_KINDS = ("segmentation", "classification", "froc", "lits")
 _DETAILS = "_details"
 
 
@@ -105,9 +126,10 @@ class MetricsReport:
     Args:
         output_dir: where the report goes (the run folder, or ``evaluate.json``'s ``output_dir``).
         kind: ``"segmentation"`` (per-class Dice global / per case / IoU table), ``"classification"`` (AUC table) or
-            ``"froc"`` (FROC table, curve and plot: :func:`monai_acs.workflows.detection.write_froc_report`).
-        metric: the name under which the evaluator's :class:`~monai_acs.workflows.metrics.SegmentationMetrics` or
-            :class:`~monai_acs.workflows.metrics.BinaryClassificationMetrics` is attached.
+            ``"froc"`` (FROC table, curve and plot: :func:`write_froc_report`) or ``"lits"`` (Table VI row).
+        metric: the name under which the evaluator's :class:`~monai_acs.workflows.metrics.SegmentationMetrics`,
+            :class:`~monai_acs.workflows.metrics.BinaryClassificationMetrics` or ``FROCMetric`` is attached; for
+            ``"lits"`` the prefix of :class:`~monai_acs.workflows.lits.LitsDiceHandler`'s entries (``"val_"``).
         title: the report's heading.
         class_names: class names, background first (segmentation). Default None.
         extra: entries added to the report (settings, data description, checkpoint, ...). Default None.
@@ -208,6 +230,8 @@ class MetricsReport:
             return self.report
         if self.kind == "segmentation":
             results, table = segmentation_results(metrics, self.metric, self.class_names), format_table
+        elif self.kind == "lits":
+            results, table = lits_results(metrics, self.metric), format_lits_table
         else:
             results, table = classification_results(metrics, self.metric), format_classification_table
         added = {key: float(metrics[name]) for name, key in self.also.items() if name in metrics}

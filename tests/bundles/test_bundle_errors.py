@@ -108,21 +108,21 @@ def _nifti(path, array, affine=None):
 
 
 def test_deeplesion_reader_refuses_nan_and_names_a_truncated_file(tmp_path):
-    from monai_acs.workflows.detection import read_ct_volume
+    from monai_acs.workflows.ct_io import read_ct_volume  # NIfTI / DICOM through the one CT reader, load_ct
 
     nan = _nifti(tmp_path / "nan.nii.gz", np.full((8, 8, 3), np.nan, np.float32))
-    with pytest.raises(BundleError, match=rf"'{nan}': 192 of 192 voxels are NaN or infinite"):
+    with pytest.raises(BundleError, match=rf"CT '{nan}': 192 of 192 voxels are NaN or infinite"):
         read_ct_volume(nan)
     good = _nifti(tmp_path / "good.nii.gz", np.random.rand(32, 32, 8).astype(np.float32))
     truncated = tmp_path / "truncated.nii.gz"
     truncated.write_bytes(gzip.compress(gzip.decompress(good.read_bytes())[:600]))
-    with pytest.raises(BundleError, match=rf"cannot read '{truncated}': .*corrupt or truncated"):
+    with pytest.raises(BundleError, match=rf"cannot read CT '{truncated}': .*corrupt or truncated"):
         read_ct_volume(truncated)
     assert read_ct_volume(good)["volume"].shape == (8, 32, 32)
 
 
 def test_lidc_reader_refuses_nan(tmp_path):
-    from monai_acs.workflows.lidc import load_ct
+    from monai_acs.workflows.ct_io import load_ct
 
     nan = _nifti(tmp_path / "nan.nii.gz", np.full((8, 8, 4), np.nan, np.float32))
     with pytest.raises(BundleError, match=rf"CT '{nan}': 256 of 256 voxels are NaN or infinite"):

@@ -409,23 +409,25 @@ def test_lits_dice_handler_matches_monai_acs_metrics(tmp_path):
 @pytest.mark.slow
 def test_multi_gpu_config_trains_the_same_model_on_two_cpu_ranks(tmp_path):
     """multi_gpu_train.json under torchrun with 2 ranks on CPU (gloo): both ranks end with the same weights; rank 0
-    alone writes the run folder, and its validation counts the validation case once (gathered from both ranks)."""
+    alone writes the run folder, and its validation counts each validation case once (gathered from both ranks)."""
     data = tmp_path / "data"
-    _run([sys.executable, REPO / "scripts" / "make_demo_data.py", "lits", "--out", data, "--n_cases", 3,
+    # 2 validation cases: MONAI's DistributedSampler (even_divisible=False) refuses fewer cases than ranks
+    _run([sys.executable, REPO / "scripts" / "make_demo_data.py", "lits", "--out", data, "--n_cases", 5,
           "--shape_xyz", ",".join(map(str, SHAPE_XYZ))]).check()
     configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
     result = _run([
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
         "run", "training", "--config_file", configs, *cli_args({**TINY, "num_samples": 2}), "--dataset_dir", data,
         "--runs_dir", tmp_path / "runs", "--models_dir", tmp_path / "models", "--run_name", "ddp",
-        "--pretraining", "none", "--rank_state_dir", tmp_path / "ranks",
+        "--pretraining", "none", "--rank_state_dir", tmp_path / "ranks", "--val_fraction", 0.4,
     ]).check()
     assert "| | Lesion DG | Lesion DPC | Liver DG | Liver DPC |" in result.output
     rank0 = torch.load(tmp_path / "ranks" / "rank0.pt", map_location="cpu", weights_only=True)
     rank1 = torch.load(tmp_path / "ranks" / "rank1.pt", map_location="cpu", weights_only=True)
     assert rank0.keys() == rank1.keys()
-    for key in rank0:
-        torch.testing.assert_close(rank0[key], rank1[key], msg=key)
+    for key in rank0:  # parameters agree; batch-norm running statistics stay per rank on CPU (no SyncBatchNorm)
+        if not key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            torch.testing.assert_close(rank0[key], rank1[key], msg=key)
     validation = json.loads((tmp_path / "runs" / "ddp" / "validation" / "epoch_0001.json").read_text())
-    assert validation["cases"] == 1
+    assert validation["cases"] == 2  # each case counted once, gathered from both ranks
     assert (tmp_path / "models" / "model.pt").is_file()
