@@ -25,6 +25,7 @@ status 1. ``test_runs.py::test_two_commands_with_one_run_name_at_once`` checks t
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
@@ -39,7 +40,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
-from _helpers import REPO, Result, cli_args, subprocess_env
+from _helpers import REPO, Result, bundle_command, cli_args, subprocess_env
 
 BUNDLES_DIR = REPO / "bundles"
 
@@ -457,19 +458,34 @@ def test_unknown_key_is_refused_before_any_work(name, launcher, tmp_path):
 # -- 4. all-NaN input at inference ----------------------------------------------------------------------------------
 
 
+def _truncated_copy(path: Path, source: Path) -> Path:
+    """``source`` (a NIfTI) as a ``.nii.gz`` whose data stops after 600 bytes: an intact header, then nothing."""
+    raw = source.read_bytes()
+    raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    path.write_bytes(gzip.compress(raw[:600]))
+    return path
+
+
+@pytest.mark.parametrize("kind, expected", [("nan", "NaN or infinite"), ("truncated", "corrupt or truncated")])
 @pytest.mark.parametrize("name", ["lidc_seg_acs", "lidc_cls_acs",
                                   pytest.param("deeplesion_a3d", marks=_DL_NO_LAST_LINE)])
-def test_inference_refuses_an_all_nan_ct_naming_it(name, trained, launcher, tmp_path):
+def test_inference_refuses_a_bad_ct_naming_it(name, kind, expected, trained, launcher, tmp_path):
     run = _trained(trained, name)
     (tmp_path / "inputs").mkdir()
-    nan = tmp_path / "inputs" / "all_nan.nii.gz"
+    bad = tmp_path / "inputs" / f"{kind}.nii.gz"
     if name == "deeplesion_a3d":  # a NIfTI CT of 64 x 64 x 5 voxels
-        nib.save(nib.Nifti1Image(np.full((64, 64, 5), np.nan, np.float32), np.diag([0.8, 0.8, 2.0, 1.0])), str(nan))
+        reference = tmp_path / "reference.nii.gz"
+        nib.save(nib.Nifti1Image(np.random.default_rng(0).uniform(-1000, 400, (64, 64, 5)).astype(np.float32),
+                                 np.diag([0.8, 0.8, 2.0, 1.0])), str(reference))
     else:
-        _nan_like(nan, _good_ct(run))
+        reference = _good_ct(run)
+    if kind == "nan":
+        _nan_like(bad, reference)
+    else:
+        _truncated_copy(bad, reference)
     before, models = _digests(tmp_path), _digests(run.models)
-    result = launcher.run(*_inference(run, nan, tmp_path / "out"))
-    _refused(result, str(nan), "NaN or infinite")
+    result = launcher.run(*_inference(run, bad, tmp_path / "out"))
+    _refused(result, str(bad), expected)
     assert _digests(tmp_path) == before and _digests(run.models) == models
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -480,15 +496,29 @@ def test_lits_inference_skips_an_all_nan_ct_and_segments_the_good_one(trained, l
     inputs.mkdir()
     shutil.copy(run.data / "volume-2.nii", inputs / "good.nii")
     nan = _nan_like(inputs / "all_nan.nii.gz", run.data / "volume-2.nii")
+    truncated = _truncated_copy(inputs / "truncated.nii.gz", run.data / "volume-2.nii")
     before = _digests(inputs)
     alone = launcher.submit(*_inference(run, nan, tmp_path / "out_alone"))
     folder = launcher.run(*_inference(run, inputs, tmp_path / "out"))
     folder.check()
-    skipped = [line for line in folder.output.splitlines() if "SKIPPED" in line]
-    assert len(skipped) == 1 and str(nan) in skipped[0] and "NaN or infinite" in skipped[0], folder.tail(30)
+    skipped = sorted(line for line in folder.output.splitlines() if "SKIPPED" in line)
+    assert len(skipped) == 2, folder.tail(30)
+    assert str(nan) in skipped[0] and "NaN or infinite" in skipped[0], skipped
+    assert str(truncated) in skipped[1], skipped
     assert (tmp_path / "out" / "good_seg.nii.gz").is_file(), folder.tail(30)
-    assert not list((tmp_path / "out").glob("all_nan*.nii.gz"))
+    assert not list((tmp_path / "out").glob("all_nan*.nii.gz")) and not list((tmp_path / "out").glob("trunc*"))
     assert _digests(inputs) == before
     # the same CT alone: nothing to segment, which must not look like success
     result = alone.result(timeout=900)
     _refused(result, str(nan), "NaN or infinite")
+
+
+def test_the_warm_launcher_ends_like_a_cold_python_m_monai_bundle(launcher, tmp_path):
+    """The forked commands print the same last line and exit status as ``python -m monai.bundle`` started cold."""
+    args = ["run", "training", "--config_file", BUNDLES["lits_acs"].configs / "train.json",
+            "--dataset_dir", tmp_path / "data", "--runs_dir", tmp_path / "runs", "--epoch", 7]
+    warm = launcher.submit(*args)
+    cold = bundle_command(*args)
+    warm = warm.result(timeout=900)
+    assert (warm.returncode, _last_line(warm)) == (cold.returncode, _last_line(cold)), (warm.tail(5), cold.tail(5))
+    _refused(warm, "did you mean --epochs?")
