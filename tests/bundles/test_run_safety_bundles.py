@@ -4,12 +4,16 @@
 ``lidc_cls_acs`` and ``deeplesion_a3d``: each trains one tiny epoch (the shrinking overrides of its own test module) on
 its tiny demo data, then, each as its own ``python -m monai.bundle run`` process:
 
-1. ``--resume true`` on that run with another operator: refused, the run's files byte for byte as they were;
-2. a truncated ``checkpoint_latest.pt`` (resume) and a truncated ``model.pt`` (inference): refused naming the file,
-   never suggesting ``weights_only=False``;
+1. ``--resume true`` on that run with another operator (by name and as ``latest``): refused, the run's files byte
+   for byte as they were; a new run with the used name: refused; two trainings with one new name at once: one
+   trains, the other is refused;
+2. a truncated ``checkpoint_latest.pt`` (resume) and a truncated ``model.pt`` (evaluation, inference): refused naming
+   the file, never suggesting ``weights_only=False``;
 3. ``--epoch 7``: refused with "did you mean --epochs?", nothing created;
-4. an all-NaN CT at inference: refused (LIDC, DeepLesion) or skipped (LiTS) with one line naming it; LiTS processes
-   the good CT of the same folder.
+4. an all-NaN CT and a truncated ``.nii.gz`` at inference: refused (LIDC, DeepLesion) or skipped (LiTS) with one
+   line naming the file; LiTS processes the good CT of the same folder.
+
+Bugs these probes found are marked ``xfail(strict=True)`` with the bug in the reason.
 
 Every refusal must end the output with one line, ``error: <Type>: <message>``, and leave every file under the probe's
 folders as it was (:func:`_digests`: content hashes, not only sizes and times).
@@ -40,6 +44,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from _helpers import REPO, Result, bundle_command, cli_args, subprocess_env
 
 BUNDLES_DIR = REPO / "bundles"
@@ -363,6 +368,38 @@ def test_resume_with_another_operator_is_refused_and_changes_nothing(name, train
     _refused(latest.result(timeout=900), "BundleError: ", "was started with this command's settings",
              f"base (operator='{bundle.operator}'")
     assert _digests(run.root) == before, "a refused resume changed or created files"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_new_run_with_a_used_name_is_refused_and_changes_nothing(name, trained, launcher):
+    run = _trained(trained, name)
+    bundle = run.bundle
+    before = _digests(run.root)
+    result = launcher.run("run", "training", "--config_file", bundle.configs / "train.json",
+                          *cli_args({**bundle.tiny_train, "operator": bundle.operator}), *cli_args(run.dirs()),
+                          "--run_name", "base")
+    _refused(result, "RunFolderError: ", str(run.run_dir), "--resume true")
+    assert _digests(run.root) == before, "a refused run changed or created files"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_two_trainings_with_one_name_at_once_one_refused(name, trained, launcher, tmp_path):
+    """Two real trainings started together with one --run_name: one trains, the other is refused naming the folder."""
+    run = _trained(trained, name)
+    bundle = run.bundle
+    args = ["run", "training", "--config_file", bundle.configs / "train.json",
+            *cli_args({**bundle.tiny_train, "operator": bundle.operator}),
+            *cli_args(run.dirs(runs_dir=tmp_path / "runs", models_dir=tmp_path / "models")),
+            "--run_name", "same", "--publish", "false"]
+    original = _digests(run.root)
+    results = [f.result(timeout=900) for f in (launcher.submit(*args), launcher.submit(*args))]
+    assert sorted(r.returncode == 0 for r in results) == [False, True], [r.tail(5) for r in results]
+    refused = next(r for r in results if r.returncode != 0)
+    _refused(refused, "RunFolderError: ", str(tmp_path / "runs" / "same"))
+    winner = torch.load(tmp_path / "runs" / "same" / "checkpoint_latest.pt", weights_only=True)
+    assert winner["epoch"] == 1 and winner["run_settings"]["operator"] == bundle.operator
+    assert not (tmp_path / "models").exists() or not list((tmp_path / "models").glob("*.pt")), "--publish false"
+    assert _digests(run.root) == original
 
 
 # -- 2. corrupt checkpoints ------------------------------------------------------------------------------------------
