@@ -38,7 +38,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -157,14 +157,14 @@ class WarmLauncher:
 
 @dataclass
 class Bundle:
-    """How one bundle is trained and run tiny: its shrinking overrides, its two operators and its inference."""
+    """How one bundle is trained and run tiny: its shrinking overrides (those of its own test module) and the operator
+    it trains with and the other operator a mismatched resume asks for."""
 
     name: str
     tiny_train: dict[str, Any]
     tiny_net: dict[str, Any]
     operator: str
     other_operator: str
-    train_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def configs(self) -> Path:
@@ -228,7 +228,7 @@ def _refused(result: Result, *needles: str) -> str:
 
 @dataclass
 class Trained:
-    """One bundle's tiny data and its tiny training run (``runs/base``), and a NaN CT for its inference."""
+    """One bundle's tiny data and its tiny training run (``<root>/runs/base``, published to ``<root>/models``)."""
 
     bundle: Bundle
     root: Path
