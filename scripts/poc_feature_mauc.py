@@ -47,6 +47,7 @@ def main(
     parser = ConfigParser()
     parser.read_config(str(root / "configs" / "train.json"))
     parser.update({"bundle_root": str(root), **overrides, "pretrained": True})
+    parser.get_parsed_content("prepare_data")  # the bundle's run step: generate the data set if absent
     weights_2d = parser.get_parsed_content("weights_2d")
     channels = tuple(parser.get_parsed_content("channels"))
     options = {key: parser.get_parsed_content(key) for key in ("strides", "num_res_units", "num_classes")}

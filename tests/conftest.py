@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,3 +51,29 @@ def _deterministic_seed() -> None:
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+_CHECKOUT = Path(__file__).resolve().parents[1]
+_GENERATED = ("models", "runs", "eval", "data")
+
+
+def _checkout_outputs() -> dict[str, int]:
+    """Every file under the bundles' models / runs / eval / data folders, with its modification time."""
+    out = {}
+    for bundle in (_CHECKOUT / "bundles").iterdir():
+        for name in _GENERATED:
+            folder = bundle / name
+            if folder.is_dir():
+                out.update({p.relative_to(_CHECKOUT).as_posix(): p.stat().st_mtime_ns
+                            for p in folder.rglob("*") if p.is_file()})
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tests_leave_the_checkout_alone():
+    """Fail the session when a test wrote into the checkout's bundle folders (tests write under tmp_path only)."""
+    before = _checkout_outputs()
+    yield
+    after = _checkout_outputs()
+    changed = sorted(p for p in after if before.get(p) != after[p]) + sorted(p for p in before if p not in after)
+    assert not changed, f"tests changed files in the checkout: {changed[:10]}"

@@ -90,6 +90,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .nifti import save_nifti
+
 __all__ = [
     "LIDC_CHARACTERISTICS",
     "NODULE_CSV_COLUMNS",
@@ -1251,16 +1253,6 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str) -> tuple[np.nd
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    import nibabel as nib
-
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    nib.save(img, str(path))
-
-
 def _crop_affine(corner_lps: np.ndarray, spacing_mm: float) -> np.ndarray:
     """RAS+ NIfTI affine of a crop whose voxel axes run along L, P, S from the LPS point ``corner_lps``."""
     affine = np.diag([-spacing_mm, -spacing_mm, spacing_mm, 1.0])
@@ -1427,11 +1419,11 @@ def write_lidc_crops(
                 corner = corner + np.array([origin[0], origin[1], 0.0])
             affine = _crop_affine(corner, spacing_mm)
             image_path = out / "images" / f"{n.name}.nii.gz"
-            _save_nifti(np.rint(hu).astype(np.int16), affine, image_path)
+            save_nifti(np.rint(hu).astype(np.int16), affine, image_path)
             mask_paths = []
             for j, m in enumerate(masks):
                 p = out / "masks" / f"{n.name}_r{j}.nii.gz"
-                _save_nifti(m, affine, p)
+                save_nifti(m, affine, p)
                 mask_paths.append(p)
             nonempty = [p for p, m in zip(mask_paths, masks) if m.any()]
             if not nonempty:

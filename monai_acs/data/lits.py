@@ -17,9 +17,10 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from .nifti import save_nifti
 
 __all__ = [
     "LITS_LABELS",
@@ -209,14 +210,6 @@ def make_lits_phantom(
     return ct, seg, affine
 
 
-def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    nib.save(img, str(path))
-
-
 def write_lits_demo(
     out_dir: str | os.PathLike,
     n_cases: int = 4,
@@ -259,8 +252,8 @@ def write_lits_demo(
         n_tumours = int(rng.integers(1 if n == 0 else 0, 4))
         ct, seg, affine = make_lits_phantom(rng, shape_xyz=shape_xyz, spacing=spacing, n_tumours=n_tumours)
         image, label = out / f"volume-{n}.nii", out / f"segmentation-{n}.nii"
-        _save_nifti(ct, affine, image)
-        _save_nifti(seg, affine, label)
+        save_nifti(ct, affine, image)
+        save_nifti(seg, affine, label)
         cases.append({"image": str(image), "label": str(label)})
     shape_s = " x ".join(str(int(s)) for s in shape_xyz)
     spacing_s = " x ".join(f"{float(s):g}" for s in spacing)

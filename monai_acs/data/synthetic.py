@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .nifti import save_nifti
+
 __all__ = [
     "POC_2D_CLASS_IDS",
     "POC_CLASS_NAMES",
@@ -268,6 +270,27 @@ its x axis. Cone, pyramid and cylinder stand along D (axis 0), base at low D.
 """
 
 
+def _remove_orphan_partials(out_dir: Path) -> None:
+    """Remove ``.<name>.partial-pid<N>-*`` folders whose writer ``N`` was killed (older ones: after an hour)."""
+    import re
+    import time
+
+    for partial in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
+        match = re.search(r"partial-pid(\d+)-", partial.name)
+        if match is None:
+            dead = time.time() - partial.stat().st_mtime > 3600
+        else:
+            try:
+                os.kill(int(match.group(1)), 0)
+                dead = False
+            except ProcessLookupError:
+                dead = True
+            except PermissionError:
+                dead = False
+        if dead and int(match.group(1) if match else -1) != os.getpid():
+            shutil.rmtree(partial, ignore_errors=True)
+
+
 def _check_existing(out_dir: Path, params: dict) -> bool:
     """True when ``out_dir`` holds a complete data set with ``params``; raises if it holds anything else."""
     if not out_dir.exists():
@@ -301,15 +324,6 @@ def _check_existing(out_dir: Path, params: dict) -> bool:
             f"(first: {missing[0]}); delete the folder to regenerate it"
         )
     return True
-
-
-def _save_nifti(array: np.ndarray, path: Path) -> None:
-    import nibabel as nib
-
-    image = nib.Nifti1Image(array, affine=np.eye(4))
-    image.header.set_data_dtype(array.dtype)
-    image.header.set_xyzt_units("mm")
-    nib.save(image, str(path))
 
 
 def write_dataset(
@@ -389,8 +403,8 @@ def write_dataset(
     if _check_existing(out_dir, params):
         return out_dir / _DATALIST
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    _remove_orphan_partials(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-pid{os.getpid()}-", dir=out_dir.parent))
     try:
         rng_2d, rng_2d_val, rng_train, rng_val = (
             np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4)
@@ -420,8 +434,8 @@ def write_dataset(
                     "image": f"images{suffix}/case_{i:03d}.nii.gz",
                     "label": f"labels{suffix}/case_{i:03d}.nii.gz",
                 }
-                _save_nifti(image, tmp / entry["image"])
-                _save_nifti(label, tmp / entry["label"])
+                save_nifti(image, np.eye(4), tmp / entry["image"])
+                save_nifti(label, np.eye(4), tmp / entry["label"])
                 files += [entry["image"], entry["label"]]
                 entries.append(entry)
             datalist[key] = entries

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .batches import channels_last_prepare_batch, select_prepare_batch
+from .engines import LazySummaryWriter, channels_last_prepare_batch, publish_best, run_dir_path, select_prepare_batch
 from .handlers import ProgressBar, RunCheckpointer
-from .poc import finish_run, pretrained_2d_weights
+from .poc import pretrained_2d_weights
+from .report import MetricsReport
 from .runs import (
-    as_bool,
     default_run_name,
     locate_bundle_root,
     prepare_run_dir,
@@ -14,18 +14,18 @@ from .runs import (
     require_dataset_dir,
     save_atomic,
 )
-from .segmentation import evaluate_segmentation, feature_mauc_report, format_table, pretrain_2d, write_report
+from .segmentation import feature_mauc_report, pretrain_2d
 
 __all__ = [
-    "as_bool",
+    "LazySummaryWriter",
+    "run_dir_path",
+    "publish_best",
+    "MetricsReport",
     "ProgressBar",
     "RunCheckpointer",
     "channels_last_prepare_batch",
     "default_run_name",
-    "evaluate_segmentation",
     "feature_mauc_report",
-    "finish_run",
-    "format_table",
     "locate_bundle_root",
     "prepare_run_dir",
     "pretrain_2d",
@@ -34,5 +34,4 @@ __all__ = [
     "require_dataset_dir",
     "save_atomic",
     "select_prepare_batch",
-    "write_report",
 ]

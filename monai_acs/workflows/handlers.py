@@ -9,8 +9,17 @@ from typing import Any, Callable
 
 import torch
 from ignite.engine import Engine, Events
+from monai.utils import str2bool
 
-from .runs import as_bool, save_atomic
+from ..errors import BundleError
+from .runs import (
+    capture_rng_state,
+    load_checkpoint,
+    load_weights,
+    normalize_settings,
+    restore_rng_state,
+    save_atomic,
+)
 
 __all__ = ["RunCheckpointer", "ProgressBar"]
 
@@ -26,6 +35,11 @@ class RunCheckpointer:
     is saved and loaded unwrapped (no ``module.`` prefix); under ``torch.distributed`` only rank 0 writes, while every
     rank that has the handler loads ``checkpoint_latest.pt`` on resume.
 
+    ``checkpoint_latest.pt`` also holds the run's ``settings`` (refused on resume when they differ from this run's:
+    a checkpoint of another operator or network would otherwise load into it) and the state of every random
+    generator (:func:`monai_acs.workflows.runs.capture_rng_state`), so that a resumed run on the same device and
+    software draws the same augmentations and batch order as one that was never interrupted.
+
     Args:
         run_dir: the run folder.
         network: the trained network.
@@ -35,6 +49,7 @@ class RunCheckpointer:
         lr_scheduler: LR scheduler to checkpoint. Default None.
         resume: load ``checkpoint_latest.pt`` when the trainer starts. Default False.
         mode: ``"max"`` or ``"min"``. Default ``"max"``.
+        settings: what defines the run (as given to :func:`monai_acs.workflows.runs.prepare_run_dir`). Default None.
     """
 
     def __init__(
@@ -47,14 +62,16 @@ class RunCheckpointer:
         lr_scheduler: Any = None,
         resume: bool = False,
         mode: str = "max",
+        settings: dict[str, Any] | None = None,
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.run_dir = Path(run_dir)
         self.network, self.evaluator, self.key_metric = network, evaluator, key_metric
-        self.optimizer, self.lr_scheduler, self.resume, self.mode = optimizer, lr_scheduler, as_bool(resume), mode
+        self.optimizer, self.lr_scheduler, self.resume, self.mode = optimizer, lr_scheduler, str2bool(resume), mode
         self.best_metric = -math.inf if mode == "max" else math.inf
         self.best_epoch = -1
+        self.settings = normalize_settings(settings) if settings is not None else None
         self._trainer: Engine | None = None
 
     @property
@@ -94,7 +111,10 @@ class RunCheckpointer:
             "best_metric": self.best_metric,
             "best_epoch": self.best_epoch,
             "key_metric": self.key_metric,
+            "rng": capture_rng_state(engine),
         }
+        if self.settings is not None:
+            state["run_settings"] = self.settings
         if self.optimizer is not None:
             state["optimizer"] = self.optimizer.state_dict()
         if self.lr_scheduler is not None:
@@ -115,22 +135,38 @@ class RunCheckpointer:
             self.best_metric, self.best_epoch = float(value), int(epoch)
             if not self._writes():
                 return
-            save_atomic(
-                {"network": self._module.state_dict(), "epoch": epoch, self.key_metric: float(value)}, self.best_path
-            )
+            best = {"network": self._module.state_dict(), "epoch": epoch, self.key_metric: float(value)}
+            if self.settings is not None:
+                best["run_settings"] = self.settings
+            save_atomic(best, self.best_path)
             logger.info("new best %s %.4f at epoch %d -> %s", self.key_metric, value, epoch, self.best_path)
 
     def _load_latest(self, engine: Engine) -> None:
         if not self.latest_path.is_file():
             raise FileNotFoundError(f"resume: {self.latest_path} does not exist")
-        ckpt = torch.load(self.latest_path, map_location="cpu", weights_only=True)
-        self._module.load_state_dict(ckpt["network"], strict=True)
+        ckpt = load_checkpoint(self.latest_path, what="checkpoint to resume")
+        recorded = ckpt.get("run_settings")
+        if recorded is not None and self.settings is not None:
+            diff = [f"{k}={recorded[k]!r} (this command: {v!r})" for k, v in self.settings.items()
+                    if k in recorded and recorded[k] != v]
+            if diff:
+                raise BundleError(
+                    f"resume refused: {self.latest_path} was made with {'; '.join(diff)}; resume it with its own "
+                    f"settings, or drop --resume to start a new run with these"
+                )
+        load_weights(self._module, ckpt, self.latest_path)
         if self.optimizer is not None and "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.lr_scheduler is not None and "lr_scheduler" in ckpt:
             self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+            milestones = getattr(self.lr_scheduler, "milestones", None)
+            if milestones:  # the schedule is the original run's, whatever --epochs says now (docs/runs.md)
+                logger.info("learning-rate milestones kept from the run: epochs %s", sorted(milestones))
         self.best_metric, self.best_epoch = ckpt["best_metric"], ckpt["best_epoch"]
         engine.state.epoch, engine.state.iteration = ckpt["epoch"], ckpt["iteration"]
+        if not restore_rng_state(ckpt.get("rng"), engine):
+            logger.warning("%s: random generator state not (fully) restored; the resumed run draws different "
+                           "augmentations than an uninterrupted one", self.latest_path)
         logger.info("resumed from %s at epoch %d (best %s %.4f)", self.latest_path, ckpt["epoch"], self.key_metric,
                     self.best_metric)
 

@@ -7,10 +7,10 @@ The LiTS bundle (``bundles/lits_acs``) calls these from its configs:
 - :class:`LitsRegionsd` and :class:`LitsDiceHandler` compute the paper's Table VI metrics, Dice global and Dice per
   case of the liver (labels 1 and 2) and of the tumour (label 2);
 - :func:`lits_datalist`, :func:`check_lits_split`, :func:`require_checkpoint` fail fast with clear messages;
-- :func:`finish_lits_run` reports the best validation and publishes the model;
-- :class:`VolumeSegmenter` segments new CT volumes (NIfTI files, folders of them, DICOM series folders) one file at
-  a time with MONAI transforms and inferers, writes each label map in the input's own geometry, a CSV of liver and
-  tumour volumes and an overlay PNG per input; a file that fails is reported and skipped.
+- the best validation's figures are reported by :class:`monai_acs.workflows.report.MetricsReport` (``kind="lits"``);
+- :class:`VolumeReport` is the report handler of the inference evaluator (a MONAI ``SupervisedEvaluator`` with a
+  sliding-window inferer, ``Invertd`` / ``SaveImaged`` postprocessing): a CSV of liver and tumour volumes and an
+  overlay PNG per input; inputs that fail are skipped by the dataset and reported.
 """
 
 from __future__ import annotations
@@ -21,35 +21,29 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.config import KeysCollection
 from monai.data import MetaTensor, decollate_batch
-from monai.data.meta_obj import get_track_meta
-from monai.transforms import InvertibleTransform, MapTransform
-from monai.utils import convert_to_tensor
-from torch import nn
 
 from ..data.lits import load_lits_datalist
-from .runs import publish_model, save_atomic
+from .ct_io import input_stem
+from .plots import to_lps, to_lps_spacing, write_overlay_png
+from .report import format_lits_table
+from .runs import save_atomic
+from .transforms import lits_region_masks
 
 __all__ = [
     "LITS_REGIONS",
-    "DepthFirstd",
     "LitsDiceHandler",
-    "LitsRegionsd",
-    "VolumeSegmenter",
+    "VolumeReport",
     "check_lits_split",
-    "finish_lits_run",
     "lits_datalist",
-    "list_ct_inputs",
     "require_checkpoint",
-    "write_overlay_png",
 ]
 
 logger = logging.getLogger(__name__)
@@ -57,104 +51,15 @@ logger = logging.getLogger(__name__)
 #: The evaluated regions of LiTS: the liver is every non-background voxel (labels 1 and 2), the tumour label 2.
 LITS_REGIONS: tuple[str, ...] = ("liver", "tumour")
 
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_OTHER_VOLUME_SUFFIXES = (".mha", ".mhd", ".nrrd")
-
 
 # ----------------------------------------------------------------------------------------------------------- axes
-def _reverse_spatial(img: Any) -> Any:
-    """(C, a, b, c) -> (C, c, b, a); a MetaTensor's affine gets its spatial columns reversed to match."""
-    img = convert_to_tensor(img, track_meta=get_track_meta())
-    if img.ndim < 2:
-        raise ValueError(f"DepthFirstd: expected a channel-first array (C, x, y[, z]), got shape {tuple(img.shape)}")
-    spatial = list(range(1, img.ndim))
-    out = img.permute([0, *spatial[::-1]])
-    if isinstance(out, MetaTensor):
-        affine = torch.as_tensor(out.affine).clone()
-        n = img.ndim - 1
-        if affine.shape[-1] == n + 1:
-            affine[..., :n] = affine[..., :n].flip(-1)
-            out.affine = affine
-    return out
-
-
-class DepthFirstd(MapTransform, InvertibleTransform):
-    """Reverse the spatial axes of channel-first arrays: MONAI's (C, x, y, z) becomes the paper's (C, z, y, x).
-
-    The ACS paper (Sec. IV-C) transposes LiTS volumes to z, y, x so that depth is the first spatial axis, which is
-    what ``conv2p5d``, ``keep_depth`` and the A3D operators assume. Unlike ``monai.transforms.Transposed`` this
-    transform also permutes the affine's columns, so the metadata still describes the data (spacing reads as
-    (z, y, x), later spatial transforms and ``Invertd`` stay correct). It is its own inverse and is recorded for
-    ``Invertd``.
-
-    Args:
-        keys: keys of the arrays to transform.
-        allow_missing_keys: skip missing keys instead of raising. Default False.
-
-    Examples:
-        >>> import torch
-        >>> from monai.data import MetaTensor
-        >>> img = MetaTensor(torch.zeros(1, 4, 5, 6), affine=torch.diag(torch.tensor([0.7, 0.8, 2.5, 1.0])))
-        >>> out = DepthFirstd("image")({"image": img})["image"]
-        >>> tuple(out.shape), [round(float(s), 2) for s in out.pixdim]
-        ((1, 6, 5, 4), [2.5, 0.8, 0.7])
-    """
-
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = _reverse_spatial(d[key])
-            self.push_transform(d, key)
-        return d
-
-    def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            self.get_most_recent_transform(d, key)  # raises if the last recorded transform is not this one
-            self.pop_transform(d, key)
-            d[key] = _reverse_spatial(d[key])
-        return d
 
 
 # -------------------------------------------------------------------------------------------------------- metrics
-def _region_masks(x: Any) -> torch.Tensor:
-    """A label map (1, ...) -> bool region masks (2, ...): liver (label >= 1), tumour (label == 2)."""
-    t = torch.as_tensor(x)
-    if t.ndim < 2 or t.shape[0] not in (1, 2):
-        raise ValueError(
-            f"expected a LiTS label map (1, ...) or liver/tumour masks (2, ...), got shape {tuple(t.shape)}"
-        )
-    if t.shape[0] == 2:
-        return t.bool()
-    return torch.cat([t >= 1, t == 2]).bool()
-
-
-class LitsRegionsd(MapTransform):
-    """Turn LiTS label maps (1, ...) with 0 background, 1 liver, 2 tumour into two float masks (2, ...):
-    liver (labels 1 and 2: the whole organ, tumours included, as the LiTS challenge scores it) and tumour (label 2).
-
-    MONAI's ``MeanDice(include_background=True)`` over these channels is the mean of the liver and tumour Dice.
-
-    Examples:
-        >>> import torch
-        >>> out = LitsRegionsd("label")({"label": torch.tensor([[0, 1, 2]])})["label"]
-        >>> out.tolist()
-        [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]
-    """
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            masks = _region_masks(d[key]).float()
-            d[key] = MetaTensor(masks, meta=d[key].meta) if isinstance(d[key], MetaTensor) else masks
-        return d
 
 
 def _case_counts(pred: Any, label: Any) -> dict[str, int]:
-    p, lab = _region_masks(pred), _region_masks(label)
+    p, lab = lits_region_masks(pred), lits_region_masks(label)
     if p.shape != lab.shape:
         raise ValueError(f"prediction shape {tuple(p.shape)} differs from label shape {tuple(lab.shape)}")
     counts = {}
@@ -202,18 +107,6 @@ def summarize_lits_dice(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         }
     summary["per_case"] = per_case
     return summary
-
-
-def format_lits_table(summary: Mapping[str, Any]) -> str:
-    """Markdown table of :func:`summarize_lits_dice` in the layout of the ACS paper's Table VI (percent)."""
-    pct = lambda v: "n/a" if v is None or math.isnan(v) else f"{100 * v:.1f}"  # noqa: E731
-    les, liv = summary["tumour"], summary["liver"]
-    return "\n".join([
-        "| | Lesion DG | Lesion DPC | Liver DG | Liver DPC |",
-        "|---|---|---|---|---|",
-        f"| this model ({summary['cases']} cases) | {pct(les['dice_global'])} | {pct(les['dice_per_case'])} | "
-        f"{pct(liv['dice_global'])} | {pct(liv['dice_per_case'])} |",
-    ])
 
 
 def _gather_rows(rows: list[dict]) -> list[dict]:
@@ -306,7 +199,7 @@ class LitsDiceHandler:
             return batch_item[self.case_key]
         for source in (output_item.get("label"), output_item.get("pred")):
             if isinstance(source, MetaTensor) and source.meta.get("filename_or_obj"):
-                return _input_stem(str(source.meta["filename_or_obj"]))
+                return input_stem(str(source.meta["filename_or_obj"]))
         return f"case_{index}"
 
     def _update(self, engine: Engine) -> None:
@@ -328,8 +221,9 @@ class LitsDiceHandler:
         summary["epoch"] = int(engine.state.epoch)
         self.summary = summary
         for region in LITS_REGIONS:
-            for key in ("dice_global", "dice_per_case"):
+            for key in ("dice_global", "dice_per_case", "cases_counted"):
                 engine.state.metrics[f"{self.prefix}{region}_{key}"] = summary[region][key]
+        engine.state.metrics[f"{self.prefix}lits_cases"] = summary["cases"]
         if not _is_main_process():
             return
         logger.info(
@@ -348,12 +242,6 @@ class LitsDiceHandler:
 
 
 # ------------------------------------------------------------------------------------------------- bundle steps
-def _input_stem(path: str) -> str:
-    name = Path(path.rstrip("/\\")).name
-    for suffix in (*_NIFTI_SUFFIXES[::-1], *_OTHER_VOLUME_SUFFIXES, ".dcm"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def lits_datalist(
@@ -374,7 +262,7 @@ def lits_datalist(
     cases = load_lits_datalist(dataset_dir, split, val_fraction=val_fraction, seed=seed)
     if not cases:
         raise ValueError(f"LiTS dataset_dir '{dataset_dir}': the {split!r} split is empty")
-    return [{**c, "case": _input_stem(str(c["image"]))} for c in cases]
+    return [{**c, "case": input_stem(str(c["image"]))} for c in cases]
 
 
 def check_lits_split(
@@ -425,191 +313,7 @@ def require_checkpoint(ckpt_path: str | os.PathLike) -> str:
     return str(ckpt_path)
 
 
-def _state_dict_of(obj: Any, source: str) -> Mapping[str, torch.Tensor]:
-    if isinstance(obj, Mapping):
-        for key in ("network", "model", "state_dict"):
-            if isinstance(obj.get(key), Mapping):
-                return obj[key]
-        return obj
-    raise ValueError(f"{source}: expected a state dict (or a checkpoint holding one), got {type(obj).__name__}")
-
-
-def load_network_weights(network: nn.Module, ckpt_path: str | os.PathLike) -> nn.Module:
-    """Load a plain state dict, or a checkpoint holding one under ``network``/``model``/``state_dict``, strictly."""
-    require_checkpoint(ckpt_path)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    target = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
-    target.load_state_dict(_state_dict_of(state, str(ckpt_path)), strict=True)
-    return network
-
-
-def finish_lits_run(run_dir: str, models_dir: str, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Report the best validation of a training run (its four Dice figures) and publish its model.
-
-    Reads the best epoch from ``<run_dir>/model_best.pt`` and that validation's results from
-    ``<run_dir>/validation/epoch_<NNNN>.json`` (written by :class:`LitsDiceHandler` during training, so nothing is
-    recomputed and a resumed run reports correctly), prints the Table VI row, writes ``results.json`` /
-    ``results.md`` into the run folder and publishes ``models/model.pt``.
-
-    Returns:
-        The report.
-
-    Raises:
-        FileNotFoundError: no best checkpoint or no validation file (validation never ran).
-    """
-    run = Path(run_dir)
-    best = run / "model_best.pt"
-    if not best.is_file():
-        raise FileNotFoundError(f"{best} was not written: did validation run? (val_interval <= epochs)")
-    epoch = int(torch.load(best, map_location="cpu", weights_only=True, mmap=True)["epoch"])
-    results_file = run / "validation" / f"epoch_{epoch:04d}.json"
-    if not results_file.is_file():
-        raise FileNotFoundError(f"{results_file}: the validation results of the best epoch {epoch} are missing")
-    summary = json.loads(results_file.read_text())
-    report = {
-        "best_epoch": epoch,
-        "tumour": summary["tumour"],
-        "liver": summary["liver"],
-        "cases": summary["cases"],
-        "settings": dict(settings),
-        "run_dir": str(run),
-        "best_checkpoint": str(best),
-    }
-    table = format_lits_table(summary)
-    text = f"## LiTS validation, best checkpoint (epoch {epoch})\n\n{table}\n\n" + "\n".join(
-        f"- {k}: {v}" for k, v in settings.items()
-    ) + "\n"
-    save_atomic(json.dumps(report, indent=2, default=float) + "\n", run / "results.json")
-    save_atomic(text, run / "results.md")
-    published = publish_model(best, models_dir, info={**report, "settings": dict(settings)})
-    print("\n" + text, flush=True)
-    print(f"best model (epoch {epoch}) published to {published}; logs, checkpoints and per-validation Dice in {run}",
-          flush=True)
-    return report
-
-
 # ------------------------------------------------------------------------------------------- CT volume inference
-def _is_dicom_file(path: Path) -> bool:
-    if path.suffix.lower() == ".dcm":
-        return True
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-def _holds_dicom(folder: Path, probe: int = 8) -> bool:
-    files = [p for p in sorted(folder.iterdir()) if p.is_file()][:probe]
-    return any(_is_dicom_file(p) for p in files)
-
-
-def _is_volume_file(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and name.endswith(_NIFTI_SUFFIXES + _OTHER_VOLUME_SUFFIXES)
-
-
-def list_ct_inputs(source: str | os.PathLike) -> list[str]:
-    """The CT volumes to segment under ``source``.
-
-    ``source`` may be one volume file (NIfTI ``.nii``/``.nii.gz``, or ``.mha``/``.mhd``/``.nrrd``), a folder of DICOM
-    files (one series), or a folder holding volume files and/or sub-folders that each hold one DICOM series.
-
-    Returns:
-        Paths (files, or folders for DICOM series), sorted.
-
-    Raises:
-        FileNotFoundError: ``source`` does not exist or holds nothing to segment.
-    """
-    path = Path(source)
-    if path.is_file():
-        return [str(path)]
-    if not path.is_dir():
-        raise FileNotFoundError(f"input {str(path)!r} does not exist: give a NIfTI file, a folder of them, or a "
-                                "DICOM series folder")
-    volumes = sorted(str(p) for p in path.iterdir() if _is_volume_file(p))
-    if not volumes and _holds_dicom(path):
-        return [str(path)]
-    series = sorted(str(p) for p in path.iterdir() if p.is_dir() and _holds_dicom(p))
-    found = volumes + series
-    if not found:
-        raise FileNotFoundError(
-            f"input folder {str(path)!r} holds no CT volume: expected NIfTI files (*.nii, *.nii.gz; also *.mha, "
-            "*.mhd, *.nrrd), DICOM files of one series, or sub-folders each holding one DICOM series"
-        )
-    return found
-
-
-def _to_lps(volume_zyx: np.ndarray, axcodes: str) -> np.ndarray:
-    """Reorient a network-space (z, y, x) array whose (x, y, z) axes follow ``axcodes`` to L, P, S (for display)."""
-    import nibabel.orientations as nio
-
-    xyz = np.transpose(volume_zyx, (2, 1, 0))
-    transform = nio.ornt_transform(nio.axcodes2ornt(tuple(axcodes)), nio.axcodes2ornt(("L", "P", "S")))
-    return np.transpose(nio.apply_orientation(xyz, transform), (2, 1, 0))
-
-
-def write_overlay_png(
-    image_zyx: np.ndarray,
-    label_zyx: np.ndarray,
-    spacing_zyx: Sequence[float],
-    path: str | os.PathLike,
-    title: str = "",
-) -> str:
-    """Save a PNG with the label map over axial, coronal and sagittal slices through the liver's centre.
-
-    The arrays are (z, y, x) with voxel axes toward patient Left, Posterior, Superior (the bundle's network space):
-    the axial slice is shown as a radiologist reads it (anterior up, patient's right on the left), coronal and
-    sagittal with superior up. The slices pass through the centroid of the predicted liver (labels 1 and 2), or
-    through the middle of the volume when no liver was found. Liver is drawn green, tumour red.
-
-    Args:
-        image_zyx: the image, any range (displayed between its 0.5 and 99.5 percentiles).
-        label_zyx: the label map (0 background, 1 liver, 2 tumour), same shape.
-        spacing_zyx: voxel size in mm along (z, y, x), for the aspect ratio.
-        path: the PNG to write.
-        title: figure title.
-
-    Returns:
-        The written path.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
-
-    image = np.asarray(image_zyx, dtype=np.float32)
-    label = np.asarray(label_zyx)
-    if image.shape != label.shape or image.ndim != 3:
-        raise ValueError(f"write_overlay_png: image {image.shape} and label {label.shape} must be the same 3D shape")
-    liver = np.argwhere(label >= 1)
-    centre = liver.mean(0).round().astype(int) if len(liver) else np.array(image.shape) // 2
-    cz, cy, cx = (int(c) for c in centre)
-    sz, sy, sx = (float(s) for s in spacing_zyx)
-    lo, hi = np.percentile(image, [0.5, 99.5]) if image.size else (0.0, 1.0)
-    colours = ListedColormap([(0, 0, 0, 0), (0.1, 0.9, 0.2, 0.35), (1.0, 0.1, 0.1, 0.6)])
-    views = [
-        ("axial", image[cz], label[cz], sy / sx, "upper", f"z={cz}"),
-        ("coronal", image[:, cy, :], label[:, cy, :], sz / sx, "lower", f"y={cy}"),
-        ("sagittal", image[:, :, cx], label[:, :, cx], sz / sy, "lower", f"x={cx}"),
-    ]
-    fig = Figure(figsize=(12, 4.6), dpi=100)
-    FigureCanvasAgg(fig)
-    for i, (name, img, lab, aspect, origin, where) in enumerate(views):
-        ax = fig.add_subplot(1, 3, i + 1)
-        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, aspect=aspect, origin=origin,
-                  interpolation="nearest")
-        ax.imshow(np.clip(lab, 0, 2), cmap=colours, vmin=0, vmax=2, aspect=aspect, origin=origin,
-                  interpolation="nearest")
-        ax.set_title(f"{name} ({where})", fontsize=9)
-        ax.set_axis_off()
-    suffix = "" if len(liver) else " (no liver found)"
-    fig.suptitle(f"{title}{suffix}\ngreen: liver, red: tumour", fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return str(out)
 
 
 _CSV_FIELDS = [
@@ -618,103 +322,72 @@ _CSV_FIELDS = [
 ]
 
 
-class VolumeSegmenter:
-    """Segment liver and tumours in CT volumes, one input at a time, each in its own geometry.
+class VolumeReport:
+    """ignite handler of the LiTS inference evaluator: liver and tumour volumes per input, overlays, ``volumes.csv``.
 
-    For each input: ``preprocessing({"image": path})`` (loading, reorientation, depth-first axes, intensity
-    scaling: MONAI transforms from the config), the ``inferer`` on the network (AMP on CUDA when ``amp``),
-    ``postprocessing`` on ``{"image", "pred"}`` (argmax and ``Invertd`` back to the input's voxel grid), then:
-
-    - ``<output_dir>/<name>_seg.nii.gz``: uint8 label map (0 background, 1 liver, 2 tumour) with the input's shape and
-      affine;
-    - ``<output_dir>/<name>_overlay.png``: axial, coronal and sagittal slices through the liver (see
-      :func:`write_overlay_png`);
-    - a row in ``<output_dir>/<csv_name>``: liver volume (labels 1 and 2, tumours included) and tumour volume in mL,
-      voxel counts, number of tumour components (26-connected).
-
-    An input that fails (unreadable, corrupt, wrong dimensionality, out of memory, ...) is logged with the reason,
-    gets a CSV row with ``status`` ``error: ...``, and is skipped; the others are still processed. The CSV is
-    rewritten after every input, so it is complete up to the input in progress.
+    The evaluator (MONAI ``SupervisedEvaluator``, sliding-window inferer) runs the network on each input; its
+    postprocessing turns the logits into a label map (``AsDiscreted``), keeps the network-space map as ``pred_net``
+    (``CopyItemsd``), maps ``pred`` back to the input's voxel grid (``Invertd``), drops its channel (``SqueezeDimd``)
+    and writes it (``SaveImaged`` with the ``ITKWriter``, which keeps every axis: a one-slice CT gives a one-slice
+    mask; it records the file in ``pred.meta["saved_to"]``). After every iteration this handler adds a row to
+    ``<output_dir>/<csv_name>`` (rewritten each time, so it is complete up to the input in progress): the written
+    file, liver (labels 1 and 2, tumours included) and tumour volumes in mL, voxel counts, tumour components
+    (26-connected), and an overlay PNG ``<name>_overlay.png`` (axial, coronal, sagittal slices through the liver, see
+    :func:`write_overlay_png`). Inputs the dataset skipped (:class:`monai_acs.workflows.datasets.SkipFailedDataset`)
+    get a row with status ``error: <reason>``. At the end it prints how many inputs were segmented, and raises if
+    none was.
 
     Args:
-        inputs: paths (see :func:`list_ct_inputs`).
-        network: the segmentation network, (N, 3, D, H, W) -> logits (N, 3, D, H, W).
-        preprocessing: MONAI transform for ``{"image": path}``.
-        inferer: MONAI inferer, called as ``inferer(image, network)``.
-        postprocessing: MONAI transform for ``{"image", "pred"}`` returning ``pred`` in the input's geometry.
-        output_dir: output folder (created).
-        device: device for the network. Default CPU.
-        ckpt_path: weights to load into ``network`` before the first input; None keeps the network as it is.
-        amp: autocast on CUDA. Default False.
-        axcodes: the orientation ``preprocessing`` reorients to (for the overlay display). Default ``"LPS"``.
+        output_dir: the output folder.
+        dataset: the evaluator's dataset (for the number of inputs and the skipped ones).
+        axcodes: the orientation the preprocessing reorients to, before :class:`DepthFirstd`. Default ``"LPS"``.
         csv_name: name of the volume table. Default ``"volumes.csv"``.
-        output_postfix: suffix of the label map names. Default ``"seg"``.
         overlay: write the PNGs. Default True.
     """
 
     def __init__(
-        self,
-        inputs: Sequence[str],
-        network: nn.Module,
-        preprocessing: Callable,
-        inferer: Callable,
-        postprocessing: Callable,
-        output_dir: str,
-        device: str | torch.device = "cpu",
-        ckpt_path: str | None = None,
-        amp: bool = False,
-        axcodes: str = "LPS",
-        csv_name: str = "volumes.csv",
-        output_postfix: str = "seg",
-        overlay: bool = True,
+        self, output_dir: str, dataset: Any, axcodes: str = "LPS", csv_name: str = "volumes.csv", overlay: bool = True
     ) -> None:
-        self.inputs = [str(p) for p in inputs]
-        self.network, self.preprocessing, self.inferer = network, preprocessing, inferer
-        self.postprocessing, self.output_dir = postprocessing, Path(output_dir)
-        self.device = torch.device(device)
-        self.ckpt_path, self.amp, self.axcodes = ckpt_path, amp, axcodes
+        self.output_dir, self.dataset, self.axcodes = Path(output_dir), dataset, axcodes
         self.csv_path = self.output_dir / csv_name
-        self.output_postfix, self.overlay = output_postfix, overlay
+        self.overlay = overlay
+        self.rows: list[dict[str, Any]] = []
 
-    def _unique_stem(self, path: str, used: set[str]) -> str:
-        stem, n = _input_stem(path), 1
-        candidate = stem
-        while candidate in used:
-            candidate, n = f"{stem}_{n}", n + 1
-        used.add(candidate)
-        return candidate
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._add)
+        engine.add_event_handler(Events.COMPLETED, self._finish)
 
-    def _segment_one(self, path: str, stem: str) -> dict[str, Any]:
-        from monai.transforms import SaveImage
+    def _reset(self, engine: Engine) -> None:
+        self.rows = []
+
+    def _failures(self) -> list[tuple[Any, str]]:
+        return list(getattr(self.dataset, "failures", []))
+
+    def _add(self, engine: Engine) -> None:
+        total = len(getattr(self.dataset, "data", None) or [])
+        for item in engine.state.output:
+            row = self._row(item)
+            self.rows.append(row)
+            print(f"[{len(self.rows) + len(self._failures())}/{total}] {row['input']}: liver {row['liver_ml']} mL, "
+                  f"tumour {row['tumour_ml']} mL -> {row['output']}", flush=True)
+        self._write_csv()
+
+    def _row(self, item: Mapping[str, Any]) -> dict[str, Any]:
         from scipy import ndimage
 
-        data = self.preprocessing({"image": path})
-        image = data["image"]
-        if image.ndim != 4 or image.shape[0] != 3:
-            raise ValueError(f"expected a 3D volume (after preprocessing: 3 x D x H x W), got shape {tuple(image.shape)}")
-        autocast = self.amp and self.device.type == "cuda"
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=autocast):
-            logits = self.inferer(image.unsqueeze(0).to(self.device), self.network)
-        logits = torch.as_tensor(logits)[0].float().cpu()
-        label_net = logits.argmax(0).numpy().astype(np.uint8)  # network space (z, y, x), for the overlay
-        data["pred"] = MetaTensor(logits, meta=dict(image.meta))
-        out = self.postprocessing(data)
-        pred = out["pred"]
-        if not isinstance(pred, MetaTensor):
-            raise TypeError("postprocessing must return 'pred' as a MetaTensor carrying the input's affine")
-        pred = pred.to(torch.uint8)
-        label = pred[0].numpy()
+        pred, pred_net, image = item["pred"], item["pred_net"], item["image"]
+        path = str(pred.meta.get("filename_or_obj", ""))
+        label = np.asarray(pred.detach().cpu()).astype(np.uint8)
+        label = label[0] if label.ndim == 4 else label  # channel squeezed before SaveImaged (every spatial axis kept)
+        label_net = np.asarray(pred_net[0].detach().cpu()).astype(np.uint8)
         affine = np.asarray(pred.affine, dtype=np.float64)
-        seg_path = self.output_dir / f"{stem}_{self.output_postfix}"
-        SaveImage(output_ext=".nii.gz", output_dtype=np.uint8, resample=False, separate_folder=False,
-                  print_log=False)(pred, filename=str(seg_path))
         voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
         liver_voxels, tumour_voxels = int((label >= 1).sum()), int((label == 2).sum())
-        components = int(ndimage.label(label_net == 2, structure=np.ones((3, 3, 3)))[1])
         row = {
             "input": path,
             "status": "ok",
-            "output": f"{seg_path}.nii.gz",
+            "output": str(pred.meta.get("saved_to", "")),
             "overlay": "",
             "shape": "x".join(str(s) for s in label.shape),
             "spacing_mm": "x".join(f"{s:.4g}" for s in np.sqrt((affine[:3, :3] ** 2).sum(0))),
@@ -723,82 +396,35 @@ class VolumeSegmenter:
             "tumour_voxels": tumour_voxels,
             "liver_ml": f"{liver_voxels * voxel_ml:.3f}",
             "tumour_ml": f"{tumour_voxels * voxel_ml:.3f}",
-            "tumour_components": components,
+            "tumour_components": int(ndimage.label(label_net == 2, structure=np.ones((3, 3, 3)))[1]),
         }
         if self.overlay:
-            spacing_zyx = [float(s) for s in image.pixdim]  # DepthFirstd keeps the affine in step with the axes
-            display = _to_lps(np.asarray(image[0]), self.axcodes)
-            display_label = _to_lps(label_net, self.axcodes)
-            spacing_lps = _to_lps_spacing(spacing_zyx, self.axcodes)
+            spacing_zyx = [float(v) for v in image.pixdim]  # DepthFirstd keeps the affine in step with the axes
+            display = to_lps(np.asarray(image[0].detach().cpu()), self.axcodes)
             title = f"{Path(path).name}: liver {row['liver_ml']} mL, tumour {row['tumour_ml']} mL"
-            row["overlay"] = write_overlay_png(display, display_label, spacing_lps,
-                                               self.output_dir / f"{stem}_overlay.png", title)
+            row["overlay"] = write_overlay_png(display, to_lps(label_net, self.axcodes),
+                                               to_lps_spacing(spacing_zyx, self.axcodes),
+                                               self.output_dir / f"{input_stem(path)}_overlay.png", title)
         return row
 
-    def _write_csv(self, rows: list[dict]) -> None:
+    def _all_rows(self) -> list[dict[str, Any]]:
+        failed = [{"input": str(item.get("image", item) if isinstance(item, Mapping) else item),
+                   "status": f"error: {reason}"} for item, reason in self._failures()]
+        return self.rows + failed
+
+    def _write_csv(self) -> None:
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=_CSV_FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(self._all_rows())
         save_atomic(text.getvalue(), self.csv_path)
 
-    def run(self) -> list[dict[str, Any]]:
-        """Segment every input; return the CSV rows.
-
-        Raises:
-            FileNotFoundError: ``ckpt_path`` is given but missing (before any input is read).
-            RuntimeError: every input failed.
-        """
-        if not self.inputs:
-            raise FileNotFoundError("no input to segment")
-        if self.ckpt_path is not None:
-            load_network_weights(self.network, self.ckpt_path)
-        self.network.to(self.device).eval()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        rows: list[dict[str, Any]] = []
-        used: set[str] = set()
-        for i, path in enumerate(self.inputs, 1):
-            stem = self._unique_stem(path, used)
-            logger.info("[%d/%d] segmenting %s", i, len(self.inputs), path)
-            try:
-                row = self._segment_one(path, stem)
-            except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
-                reason = _describe_error(exc)
-                logger.error("[%d/%d] skipped %s: %s", i, len(self.inputs), path, reason)
-                print(f"[{i}/{len(self.inputs)}] SKIPPED {path}: {reason}", flush=True)
-                row = {"input": path, "status": f"error: {reason}"}
-            else:
-                print(f"[{i}/{len(self.inputs)}] {path}: liver {row['liver_ml']} mL, tumour {row['tumour_ml']} mL "
-                      f"-> {row['output']}", flush=True)
-            rows.append(row)
-            self._write_csv(rows)
-        failed = [r for r in rows if r["status"] != "ok"]
-        print(f"segmented {len(rows) - len(failed)} of {len(rows)} inputs; volumes in {self.csv_path}"
+    def _finish(self, engine: Engine) -> None:
+        self._write_csv()
+        failed = self._failures()
+        print(f"segmented {len(self.rows)} of {len(self.rows) + len(failed)} inputs; volumes in {self.csv_path}"
               + (f"; {len(failed)} skipped (see the status column)" if failed else ""), flush=True)
-        if len(failed) == len(rows):
+        if not self.rows:
             raise RuntimeError(f"every input failed; see {self.csv_path}")
-        return rows
 
 
-def _describe_error(exc: BaseException) -> str:
-    """``Type: message`` of the first error in the chain that is not MONAI's "applying transform ..." wrapper."""
-    err: BaseException | None = exc
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if not str(err).startswith("applying transform"):
-            return f"{type(err).__name__}: {' '.join(str(err).split())}"
-        err = err.__cause__ or err.__context__
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-
-
-def _to_lps_spacing(spacing_zyx: Sequence[float], axcodes: str) -> list[float]:
-    """Spacing (z, y, x) of a network-space array after :func:`_to_lps` (axes may be permuted)."""
-    import nibabel.orientations as nio
-
-    transform = nio.ornt_transform(nio.axcodes2ornt(tuple(axcodes)), nio.axcodes2ornt(("L", "P", "S")))
-    spacing_xyz = list(spacing_zyx)[::-1]
-    out_xyz = [0.0, 0.0, 0.0]
-    for src, (dst, _) in enumerate(transform):
-        out_xyz[int(dst)] = spacing_xyz[src]
-    return out_xyz[::-1]

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from .. import metrics
 from .runs import save_atomic
 
-__all__ = ["pretrain_2d", "feature_mauc_report", "evaluate_segmentation", "write_report", "format_table"]
+__all__ = ["pretrain_2d", "feature_mauc_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,84 +131,3 @@ def feature_mauc_report(
     if out_file is not None:
         save_atomic(json.dumps({"feature_mauc": value, "reduction": reduction}, indent=2) + "\n", out_file)
     return float(value)
-
-
-def evaluate_segmentation(
-    network: nn.Module,
-    loader: Any,
-    class_names: Sequence[str],
-    device: str | torch.device = "cpu",
-    checkpoint: str | None = None,
-    inferer: Callable | None = None,
-) -> dict[str, Any]:
-    """Per-class Dice (global and per case) and IoU over a data set.
-
-    Args:
-        network: the 3D network.
-        loader: data loader yielding ``image`` / ``label`` batches.
-        class_names: names indexed by class id (background first).
-        device: device. Default CPU.
-        checkpoint: optional file with the weights (a state dict, or a dict holding one under ``network``).
-        inferer: optional callable ``(image, network) -> logits`` (e.g. MONAI ``SlidingWindowInferer``).
-
-    Returns:
-        ``{"classes": {name: {"dice_global", "dice_per_case", "iou"}}, "mean": {...}, "cases": n}``; means are over
-        the foreground classes.
-    """
-    if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        network.load_state_dict(state.get("network", state) if isinstance(state, dict) else state, strict=True)
-    network = network.to(device).eval()
-    preds, labels = [], []
-    for batch in loader:
-        logits = _predict(network, batch, device, inferer)
-        preds += list(logits.argmax(1).cpu().numpy().astype(np.uint8))
-        labels += list(batch["label"][:, 0].cpu().numpy().astype(np.uint8))
-    n = len(class_names)
-    dice_g = metrics.dice_global(preds, labels, num_classes=n)
-    dice_c = metrics.dice_per_case(preds, labels, num_classes=n)
-    iou = metrics.iou(preds, labels, num_classes=n)
-    classes = {
-        name: {"dice_global": float(dice_g[i]), "dice_per_case": float(dice_c[i]), "iou": float(iou[i])}
-        for i, name in enumerate(class_names)
-        if i > 0
-    }
-    fg = lambda key: float(np.nanmean([c[key] for c in classes.values()]))  # noqa: E731
-    return {
-        "classes": classes,
-        "mean": {"dice_global": fg("dice_global"), "dice_per_case": fg("dice_per_case"), "miou": fg("iou")},
-        "cases": len(preds),
-    }
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """Markdown table of :func:`evaluate_segmentation` results (percent)."""
-    pct = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"  # noqa: E731
-    lines = ["| class | Dice (global) | Dice (per case) | IoU |", "|---|---|---|---|"]
-    for name, row in results["classes"].items():
-        lines.append(f"| {name} | {pct(row['dice_global'])} | {pct(row['dice_per_case'])} | {pct(row['iou'])} |")
-    mean = results["mean"]
-    lines.append(f"| **mean (foreground)** | {pct(mean['dice_global'])} | {pct(mean['dice_per_case'])} | "
-                 f"{pct(mean['miou'])} |")
-    return "\n".join(lines)
-
-
-def write_report(
-    results: dict[str, Any],
-    out_dir: str,
-    title: str,
-    extra: dict | None = None,
-    table: Callable[[dict[str, Any]], str] | None = None,
-) -> dict[str, Any]:
-    """Print the result table and write ``results.json`` and ``results.md`` into ``out_dir``.
-
-    ``table`` formats ``results`` as Markdown (default :func:`format_table`, the per-class segmentation table).
-    """
-    report = {**results, **(extra or {})}
-    text = f"## {title}\n\n{(table or format_table)(results)}\n"
-    if extra:
-        text += "\n" + "\n".join(f"- {k}: {v}" for k, v in extra.items()) + "\n"
-    save_atomic(json.dumps(report, indent=2, default=str) + "\n", Path(out_dir) / "results.json")
-    save_atomic(text, Path(out_dir) / "results.md")
-    print("\n" + text + f"\n(results written to {out_dir}/results.json and results.md)", flush=True)
-    return report

@@ -182,3 +182,10 @@ def snapshot(folder: Path, recursive: bool = True) -> set[str]:
     """Relative paths of everything under ``folder`` (only its direct entries when not recursive)."""
     entries = folder.rglob("*") if recursive else folder.iterdir()
     return {p.relative_to(folder).as_posix() for p in entries}
+
+
+def file_states(folder: Path) -> dict[str, tuple[int, int]]:
+    """``{relative path: (size, mtime_ns)}`` of every file under ``folder`` but lock files: equal before and after a
+    refused command means it changed nothing there."""
+    return {p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file() and p.name not in (".lock", ".publish.lock")}

@@ -39,15 +39,9 @@ from monai.transforms import Compose
 from script_helpers import load_script
 
 from monai_acs.networks import build_lidc_cls_net, build_lidc_seg_net
-from monai_acs.workflows.lidc import (
-    LIDC_PREPARE_COMMAND,
-    axial_slice_samples,
-    lidc_datalist,
-    load_ct,
-    paste_nodule_probability,
-    predict_nodules,
-    sample_nodule_crop,
-)
+from monai_acs.workflows.ct_io import load_ct
+from monai_acs.workflows.lidc import LIDC_PREPARE_COMMAND, axial_slice_samples, lidc_datalist
+from monai_acs.workflows.nodules import paste_nodule_probability, predict_nodules, sample_nodule_crop
 
 SEG, CLS = REPO / "bundles" / "lidc_seg_acs", REPO / "bundles" / "lidc_cls_acs"
 BUNDLES = {"seg": SEG, "cls": CLS}

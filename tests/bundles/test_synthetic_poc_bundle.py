@@ -30,6 +30,7 @@ from _helpers import (
     bundle_in_process,
     cli_args,
     config_list,
+    file_states,
     messages,
     snapshot,
 )
@@ -111,19 +112,33 @@ def test_inference_missing_input_dir_fails_clearly(tmp_path, tiny_models):
     assert not (tmp_path / "pred").exists()
 
 
-def test_inference_corrupt_nifti_names_the_file(tmp_path, poc_data, tiny_models):
-    # The PoC inference stops at the first unreadable file (it does not skip it), naming the file.
+def test_inference_skips_bad_files_and_processes_the_good_ones(tmp_path, poc_data, tiny_models, capsys):
+    # A folder with one good volume and four bad ones: each bad one gets one line naming it and the fault, the good
+    # one is still segmented, and inputs.csv records every status.
     inputs = tmp_path / "in"
     inputs.mkdir()
     shutil.copy(poc_data / "imagesVal" / "case_000.nii.gz", inputs / "case_000.nii.gz")
     good = (poc_data / "imagesVal" / "case_001.nii.gz").read_bytes()
-    bad = inputs / "case_001.nii.gz"  # a truncated volume (interrupted copy): nibabel's own error has no file name
-    bad.write_bytes(gzip.compress(gzip.decompress(good)[:400]))
-    with pytest.raises(Exception) as info:
-        bundle_in_process("run", "--config_file", INFERENCE, *cli_args(TINY_INFER), "--models_dir", tiny_models,
-                          "--input_dir", inputs, "--output_dir", tmp_path / "pred")
-    text = messages(info.value)
-    assert f"cannot read image file '{bad}'" in text and "corrupt, truncated" in text, text
+    volume = np.asarray(nib.load(str(poc_data / "imagesVal" / "case_001.nii.gz")).dataobj).astype(np.float32)
+    truncated = inputs / "case_001.nii.gz"  # an interrupted copy: nibabel's own error has no file name
+    truncated.write_bytes(gzip.compress(gzip.decompress(good)[:400]))
+    nan = inputs / "case_002.nii.gz"
+    save_nifti(np.full_like(volume, np.nan), nan)
+    flat = inputs / "case_003.nii.gz"
+    save_nifti(volume[:, :, 0], flat)
+    one_slice = inputs / "case_004.nii.gz"
+    save_nifti(volume[:, :, :1], one_slice)
+    bundle_in_process("run", "--config_file", INFERENCE, *cli_args(TINY_INFER), "--models_dir", tiny_models,
+                      "--input_dir", inputs, "--output_dir", tmp_path / "pred")
+    out = capsys.readouterr().out
+    assert f"SKIPPED {truncated}: ValueError: cannot read image file '{truncated}'" in out and "truncated" in out, out
+    assert f"SKIPPED {nan}: ValueError: image {nan} holds NaN or infinite values" in out, out
+    assert f"SKIPPED {flat}: BundleError: {flat}: shape (1, 16, 16) is not a 3D volume" in out, out
+    assert f"SKIPPED {one_slice}: BundleError: {one_slice}: size 16 x 16 x 1 is smaller than 2 x 2 x 2" in out, out
+    assert "1 of 5 inputs pass the checks; 4 skipped" in out
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.nii.gz")) == ["case_000_seg.nii.gz"]
+    statuses = (tmp_path / "pred" / "inputs.csv").read_text().splitlines()
+    assert statuses[1] == f"{inputs / 'case_000.nii.gz'},ok" and sum("error:" in row for row in statuses) == 4
 
 
 def test_train_label_shape_mismatch_names_the_file(tmp_path, poc_data):
@@ -239,15 +254,14 @@ def test_train_publishes_plain_state_dict(poc_trained):
 
 def test_same_run_name_without_resume_refuses(poc_trained):
     poc_trained.result()
-    latest = poc_trained.run_dir / "checkpoint_latest.pt"
-    before = latest.stat().st_mtime_ns
+    before = file_states(poc_trained.run_dir.parent.parent)
     with pytest.raises(Exception) as info:
         bundle_in_process("run", "training", "--config_file", TRAIN, *cli_args(TINY_TRAIN),
                           *cli_args(poc_trained.dirs()), "--run_name", poc_trained.run_name)
     text = messages(info.value)
-    assert "FileExistsError" in text and f"{poc_trained.run_dir} already holds checkpoints" in text, text
+    assert f"RunFolderError: {poc_trained.run_dir} already holds checkpoints" in text, text
     assert "--resume true" in text
-    assert latest.stat().st_mtime_ns == before
+    assert file_states(poc_trained.run_dir.parent.parent) == before
 
 
 def test_resume_continues_from_last_epoch(jobs):

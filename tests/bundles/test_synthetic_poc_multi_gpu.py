@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import POC, TINY_TRAIN, cli_args, config_list, run_command
+from _helpers import POC, REPO, TINY_TRAIN, cli_args, config_list, run_command
 
 CONFIGS = POC / "configs"
 MULTI = config_list(CONFIGS / "train.json", CONFIGS / "multi_gpu_train.json")
 # 4 training volumes, batch 1: a DistributedSampler gives each of the 2 ranks 2 of them, i.e. 2 iterations per epoch
 DDP_TINY = {**TINY_TRAIN, "n_3d_train": 4, "batch_size": 1, "epochs": 2}
 ALL_RANKS = {"LrScheduleHandler", "ValidationHandler"}  # handlers every rank needs (validation metrics all-gather)
+RANK_AWARE = {"RunCheckpointer", "LitsDiceHandler"}  # every rank loads on resume / gathers; rank 0 writes
 
 
 def torchrun(*args) -> list[str]:
@@ -35,16 +36,23 @@ def assert_same_weights(a: dict, b: dict, what: str) -> None:
     assert not different, f"{what}: {len(different)} tensors differ, e.g. {different[:3]}"
 
 
-def test_rank0_only_overrides_cover_every_writing_handler():
-    """The index-based `_disabled_` overrides still point at the handlers that write (train.json may change)."""
-    train = json.loads((CONFIGS / "train.json").read_text())
-    multi = json.loads((CONFIGS / "multi_gpu_train.json").read_text())
+@pytest.mark.parametrize("bundle", ["synthetic_poc_acs", "lidc_seg_acs", "lidc_cls_acs", "lits_acs", "deeplesion_a3d"])
+def test_rank0_only_handlers_are_flagged_not_indexed(bundle):
+    """Every handler that writes is switched off on ranks > 0 by its own flag (``"_disabled_": "@is_not_rank0"``),
+    or writes on rank 0 only by itself (RunCheckpointer, the report); multi_gpu_train.json names no handler index."""
+    configs = REPO / "bundles" / bundle / "configs"
+    train = json.loads((configs / "train.json").read_text())
+    multi = json.loads((configs / "multi_gpu_train.json").read_text())
+    assert not [k for k in multi if re.search(r"#handlers#\d+", k)], "index-based handler overrides are back"
+    assert train["is_not_rank0"] is False and multi["is_not_rank0"] == "$dist.get_rank() > 0"
     for section in ("train", "validate"):
-        handlers = train[section]["handlers"]
-        disabled = {int(m.group(1)) for k in multi if (m := re.fullmatch(rf"{section}#handlers#(\d+)#_disabled_", k))}
-        assert all(i < len(handlers) for i in disabled), f"{section}#handlers has {len(handlers)} entries"
-        kept = {handlers[i]["_target_"].rsplit(".", 1)[-1] for i in range(len(handlers)) if i not in disabled}
-        assert kept <= ALL_RANKS, f"{section} handlers also active on ranks > 0: {kept - ALL_RANKS}"
+        for handler in train[section]["handlers"]:
+            if isinstance(handler, str):  # a reference, e.g. "@report" (MetricsReport writes on rank 0 only)
+                continue
+            name = handler["_target_"].rsplit(".", 1)[-1]
+            if name in ALL_RANKS | RANK_AWARE:
+                continue
+            assert handler.get("_disabled_") == "@is_not_rank0", f"{bundle} {section}: {name} writes on every rank"
 
 
 def test_torchrun_two_ranks_train_the_same_model(tmp_path):
