@@ -388,6 +388,9 @@ def prepare_run_dir(
                         f"resume refused: the run in {run_dir} was made with {'; '.join(diff)}; resume it with its own "
                         f"settings, or drop --resume to start a new run with these"
                     )
+            # a resume that cannot read its checkpoint is refused here, before run.json records it (a recorded
+            # resume that never ran would also change which run "latest" means)
+            load_checkpoint(run_dir / "checkpoint_latest.pt", what="checkpoint")
             info = info or {"run_name": run_dir.name, "settings": current}
             info["resumed"] = [*info.get("resumed", []), now]
         else:

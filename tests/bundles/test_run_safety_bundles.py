@@ -13,8 +13,6 @@ its tiny demo data, then, each as its own ``python -m monai.bundle run`` process
 4. an all-NaN CT and a truncated ``.nii.gz`` at inference: refused (LIDC, DeepLesion) or skipped (LiTS) with one
    line naming the file; LiTS processes the good CT of the same folder.
 
-Bugs these probes found are marked ``xfail(strict=True)`` with the bug in the reason.
-
 Every refusal must end the output with one line, ``error: <Type>: <message>``, and leave every file under the probe's
 folders as it was (:func:`_digests`: content hashes, not only sizes and times).
 
@@ -347,9 +345,6 @@ def _trained(trained: dict[str, Trained], name: str) -> Trained:
 
 
 NAMES = list(BUNDLES)
-_DL_NO_LAST_LINE = pytest.mark.xfail(strict=True, reason=(
-    "deeplesion_a3d inference.json has no initialize step calling monai_acs.errors.check_command_line(), so the "
-    "project's error (which names the file) is not the last line: MONAI's 'Failed to evaluate ConfigExpression' is"))
 
 
 # -- 1. resume with other settings ----------------------------------------------------------------------------------
@@ -422,16 +417,10 @@ def test_resume_from_a_truncated_checkpoint_names_it(name, trained, launcher, tm
                           "--resume", "true", "--run_name", "base")
     _refused(result, str(latest), "corrupt or truncated")
     after = _digests(tmp_path)
-    # run.json gains an entry for the refused resume (test_refused_resume_leaves_run_json_as_it_was); nothing else
-    assert after.pop("runs/base/run.json") and before.pop("runs/base/run.json")
     assert after == before, "a refused resume changed or created files"
     assert _digests(run.root) == original
 
 
-@pytest.mark.xfail(strict=True, reason="a resume refused for a corrupt checkpoint_latest.pt still records a "
-                                       "'resumed' entry in run.json (prepare_run_dir writes it before the checkpoint "
-                                       "is read), so `--run_name latest` and the run's history count a resume that "
-                                       "never ran")
 def test_refused_resume_leaves_run_json_as_it_was(trained, launcher, tmp_path):
     run = _trained(trained, "lidc_seg_acs")
     bundle = run.bundle
@@ -448,7 +437,7 @@ def test_refused_resume_leaves_run_json_as_it_was(trained, launcher, tmp_path):
     assert (runs / "base" / "run.json").read_bytes() == before
 
 
-@pytest.mark.parametrize("name", [*NAMES[:-1], pytest.param("deeplesion_a3d", marks=_DL_NO_LAST_LINE)])
+@pytest.mark.parametrize("name", NAMES)
 def test_inference_with_a_truncated_model_names_it(name, trained, launcher, tmp_path):
     run = _trained(trained, name)
     models = tmp_path / "models"
@@ -506,8 +495,7 @@ def _truncated_copy(path: Path, source: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind, expected", [("nan", "NaN or infinite"), ("truncated", "corrupt or truncated")])
-@pytest.mark.parametrize("name", ["lidc_seg_acs", "lidc_cls_acs",
-                                  pytest.param("deeplesion_a3d", marks=_DL_NO_LAST_LINE)])
+@pytest.mark.parametrize("name", ["lidc_seg_acs", "lidc_cls_acs", "deeplesion_a3d"])
 def test_inference_refuses_a_bad_ct_naming_it(name, kind, expected, trained, launcher, tmp_path):
     run = _trained(trained, name)
     (tmp_path / "inputs").mkdir()
