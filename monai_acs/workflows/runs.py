@@ -390,7 +390,7 @@ def prepare_run_dir(
                     )
             # a resume that cannot read its checkpoint is refused here, before run.json records it (a recorded
             # resume that never ran would also change which run "latest" means)
-            load_checkpoint(run_dir / "checkpoint_latest.pt", what="checkpoint")
+            load_checkpoint(run_dir / "checkpoint_latest.pt", what="checkpoint to resume")
             info = info or {"run_name": run_dir.name, "settings": current}
             info["resumed"] = [*info.get("resumed", []), now]
         else:
@@ -548,7 +548,8 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", map_locat
             f"replace it with an intact copy"
         ) from None
     except Exception as err:  # noqa: BLE001 - zip reader, EOF, OS errors ...
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        # the first sentence: PyTorch's zip-reader error goes on for four more about what may have happened
+        reason = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0]
         raise BundleError(
             f"cannot read {what} {file}: {type(err).__name__}: {reason}; the file is corrupt or truncated (an "
             f"interrupted copy or save?): replace it with an intact copy"
