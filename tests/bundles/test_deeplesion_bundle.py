@@ -59,6 +59,8 @@ TINY = {
     "warmup_iters": 2,
     "val_split": 2,
 }
+#: TINY restricted to the keys inference.json has: it refuses settings it does not know (``--epochs`` included).
+INFER_TINY = {key: value for key, value in TINY.items() if key in json.loads(INFERENCE.read_text())}
 FP_LEVELS = ["0.5", "1", "2", "4", "8", "16"]
 
 
@@ -84,6 +86,8 @@ def jobs(tmp_path_factory, demo_data, command_pool):
     for op in ("a3d", "conv2p5d"):
         dirs = {"dataset_dir": demo_data, "models_dir": tmp / f"models_{op}", "runs_dir": tmp / "runs"}
         common = [*cli_args({**TINY, "operator": op}), *cli_args(dirs)]
+        infer_dirs = {key: dirs[key] for key in ("dataset_dir", "models_dir")}
+        infer_args = [*cli_args({**INFER_TINY, "operator": op}), *cli_args(infer_dirs)]
         # a3d: plain `run` ("run": "%training"); conv2p5d: `run training`
         run_id = [] if op == "a3d" else ["training"]
         pool.submit(
@@ -106,7 +110,7 @@ def jobs(tmp_path_factory, demo_data, command_pool):
         )
         pool.submit(
             f"dl_infer_{op}",
-            lambda c=common, o=op: bundle_command(
+            lambda c=infer_args, o=op: bundle_command(
                 "run",
                 "--config_file",
                 INFERENCE,
@@ -369,7 +373,7 @@ def _infer_in_process(jobs, input_path: Path, output_dir: Path) -> dict:
         "run",
         "--config_file",
         INFERENCE,
-        *cli_args({**TINY, "operator": "conv2p5d"}),
+        *cli_args({**INFER_TINY, "operator": "conv2p5d"}),
         "--models_dir",
         jobs["tmp"] / "models_conv2p5d",
         "--input_path",
