@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -63,19 +62,9 @@ def save_atomic(obj: Any, path: str | os.PathLike, *, overwrite: bool = False) -
     target = Path(path)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        if isinstance(obj, (str, bytes)):
-            Path(tmp).write_text(obj) if isinstance(obj, str) else Path(tmp).write_bytes(obj)
-        else:
-            torch.save(obj, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return target
+    from .workflows.runs import save_atomic as _save_atomic  # the one atomic writer
+
+    return _save_atomic(obj, target)
 
 
 def convert(

@@ -305,11 +305,15 @@ def convert_to_3d(
         torch.Size([1, 2])
     """
     spec = get_operator(operator)
-    if spec.name == "a3d":
+    if spec.needs_depth:
         if not keep_depth:
-            raise ValueError("operator 'a3d' needs a fixed depth at every layer: pass keep_depth=True (and depth=D)")
+            raise ValueError(
+                f"operator {spec.name!r} needs a fixed depth at every layer: pass keep_depth=True (and depth=D)"
+            )
         if "depth" not in operator_options:
-            raise ValueError("operator 'a3d' needs the input depth: pass depth=D, e.g. depth=7 for 7-slice inputs")
+            raise ValueError(
+                f"operator {spec.name!r} needs the input depth: pass depth=D, e.g. depth=7 for 7-slice inputs"
+            )
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert_to_3d expects an nn.Module, got {type(model).__name__}")
     model2d = model if inplace else copy.deepcopy(model)

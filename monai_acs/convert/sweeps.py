@@ -411,7 +411,7 @@ def check_named(source: str, name: str, operator: str = "acs", invariant: bool =
         model, shape = build_model(source, name)
     except Exception as error:  # noqa: BLE001 - a sweep reports every failure
         return SweepResult(source, name, operator, "fail", time.perf_counter() - start, f"build: {_short(error)}")
-    options: dict[str, Any] = {"keep_depth": True, "depth": 3} if operator == "a3d" else {}
+    options: dict[str, Any] = get_operator(operator).depth_options(3)
     try:
         net = convert_to_3d(model, operator, **options)
     except (ConversionError, *_REFUSALS) as error:

@@ -47,6 +47,8 @@ def resolve_weights(weights: Any) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: a path or a cached enum file does not exist (the message names the expected path).
+        ValueError: a file is corrupt or truncated, or holds Python objects besides tensors (refused unread; the
+            message names the file).
         TypeError: the argument is none of the above.
     """
     from torchvision.models import WeightsEnum, get_weight
@@ -58,7 +60,9 @@ def resolve_weights(weights: Any) -> dict[str, torch.Tensor]:
     elif isinstance(weights, (str, os.PathLike)):
         path = Path(weights).expanduser()
         if path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            from ..workflows.runs import load_checkpoint  # names the file; never suggests weights_only=False
+
+            state = load_checkpoint(path, what="2D weights file")
         elif re.fullmatch(r"[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+", str(weights)):
             state = _from_enum(get_weight(str(weights)))
         else:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..layers.registry import get_operator
 from .api import convert_to_3d
 
 __all__ = [
@@ -111,7 +112,7 @@ def build_torchvision_2d(name: str, num_classes: int = 3) -> nn.Module:
 def zoo_input_shape(name: str, operator: str, batch: int = 2, depth: int = 3, size: int | None = None) -> tuple:
     """(N, C, D, H, W) input for a zoo model; ``"a3d"`` (converted with ``keep_depth``) gets ``depth`` slices."""
     edge = size or ZOO_INPUT_SIZE.get(name, ZOO_INPUT_SIZE["default"])
-    return (batch, 3, depth if operator == "a3d" else edge, edge, edge)
+    return (batch, 3, depth if get_operator(operator).needs_depth else edge, edge, edge)
 
 
 @dataclass
@@ -201,7 +202,7 @@ def check_torchvision_model(
     start = time.perf_counter()
     try:
         shape = zoo_input_shape(name, operator, batch, depth, size)
-        options: dict[str, Any] = {"keep_depth": True, "depth": depth} if operator == "a3d" else {}
+        options: dict[str, Any] = get_operator(operator).depth_options(depth)
         expected = (batch, num_classes, *shape[2:]) if is_segmentation(name) else (batch, num_classes)
         out_shape, _ = check_conversion(
             lambda: build_torchvision_2d(name, num_classes), operator, shape, expected, **options

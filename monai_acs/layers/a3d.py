@@ -19,6 +19,7 @@ __all__ = ["A3DConv"]
     summary="A3D: per input channel a learnable D x D slice-mixing matrix (batched matmul), then 1 x K x K conv",
     params_overhead="1 + D^2/(Co K^2)",
     flops_overhead="1 + D/(Co K^2)",
+    needs_depth=True,
 )
 class A3DConv(Conv2p5d):
     """A3D convolution (A3D paper Eq. 1, Algorithm 1): asymmetric slice fusion followed by a 2.5D conv.

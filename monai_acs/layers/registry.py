@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from torch import nn
 
@@ -22,6 +22,8 @@ class OperatorSpec:
         params_overhead: parameter overhead over no fusion (A3D paper Table 1 notation).
         flops_overhead: FLOP overhead over no fusion (A3D paper Table 1 notation).
         transposed: how ``ConvTranspose2d`` layers are converted under this operator.
+        needs_depth: the layer is built for one input depth (A3D's D x D slice mix): networks are converted with
+            ``keep_depth=True`` and ``depth=D`` (see :meth:`depth_options`).
     """
 
     name: str
@@ -30,13 +32,31 @@ class OperatorSpec:
     params_overhead: str
     flops_overhead: str
     transposed: str = "conv2p5d"
+    needs_depth: bool = False
+
+    def depth_options(self, depth: int) -> dict[str, Any]:
+        """The ``convert_to_3d`` options this operator needs for inputs of ``depth`` slices.
+
+        Examples:
+            >>> get_operator("a3d").depth_options(7)
+            {'keep_depth': True, 'depth': 7}
+            >>> get_operator("acs").depth_options(7)
+            {}
+        """
+        return {"keep_depth": True, "depth": int(depth)} if self.needs_depth else {}
 
 
 _REGISTRY: dict[str, OperatorSpec] = {}
 
 
 def register_operator(
-    name: str, *, summary: str, params_overhead: str, flops_overhead: str, transposed: str = "conv2p5d"
+    name: str,
+    *,
+    summary: str,
+    params_overhead: str,
+    flops_overhead: str,
+    transposed: str = "conv2p5d",
+    needs_depth: bool = False,
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator that registers a fusion layer under ``name``.
 
@@ -46,6 +66,7 @@ def register_operator(
         params_overhead: parameter overhead over no fusion.
         flops_overhead: FLOP overhead over no fusion.
         transposed: how transposed convolutions convert: ``"acs"``, ``"mean_acs"``, ``"i3d"`` or ``"conv2p5d"``.
+        needs_depth: the layer needs a fixed input depth (``keep_depth=True`` and ``depth=D`` at conversion).
 
     Returns:
         The decorator; it returns the class unchanged.
@@ -61,7 +82,7 @@ def register_operator(
             raise ValueError(f"operator {name!r} is already registered by {_REGISTRY[name].layer.__qualname__}")
         if not hasattr(cls, "from_conv2d"):
             raise TypeError(f"{cls.__qualname__} must define a from_conv2d(conv2d, **opts) classmethod")
-        _REGISTRY[name] = OperatorSpec(name, cls, summary, params_overhead, flops_overhead, transposed)
+        _REGISTRY[name] = OperatorSpec(name, cls, summary, params_overhead, flops_overhead, transposed, needs_depth)
         return cls
 
     return decorator

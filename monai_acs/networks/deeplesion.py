@@ -44,6 +44,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from ..convert import convert_to_3d, load_2d_weights, resolve_weights
 from ..layers import P3DConv
+from ..layers.registry import get_operator
 
 __all__ = [
     "DEEPLESION_OPERATORS",
@@ -254,7 +255,8 @@ class DenseNet3dTrunk(nn.Module):
         self.in_channels = trunk2d.in_channels
         self.out_channels = trunk2d.out_channels
         self.strides = (4, 8, 16)
-        options: dict[str, Any] = {"depth": self.num_slices} if operator == "a3d" else {}
+        options = get_operator(operator).depth_options(self.num_slices)
+        options.pop("keep_depth", None)  # every block below is converted with keep_depth=True
         layers = OrderedDict()
         for name, layer in trunk2d.features.named_children():
             if name in _BLOCKS:

@@ -8,6 +8,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from ..convert import convert_to_3d
+from ..layers.registry import get_operator
 
 __all__ = ["poc_unet_2d", "poc_unet"]
 
@@ -62,5 +63,5 @@ def poc_unet(
         torch.Size([1, 6, 8, 8, 8])
     """
     net2d = poc_unet_2d(in_channels, out_channels, channels, strides, num_res_units)
-    options: dict[str, Any] = {"keep_depth": True, "depth": depth} if operator == "a3d" else {}
+    options = get_operator(operator).depth_options(depth)
     return convert_to_3d(net2d, operator, weights=weights, **options)

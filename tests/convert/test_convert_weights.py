@@ -56,8 +56,14 @@ def test_file_weights_are_read_weights_only(tmp_path):
     _assert_loaded(convert_to_3d(_Small(), weights=str(tmp_path / "checkpoint.pt")), state)
     # a pickle that needs arbitrary code is refused (weights_only=True), not executed
     torch.save({"state_dict": state, "model": _Small()}, tmp_path / "pickled_module.pt")
-    with pytest.raises(Exception, match="[Ww]eights only load failed|weights_only"):
+    with pytest.raises(ValueError, match="pickled_module.pt holds Python objects besides tensors") as info:
         convert_to_3d(_Small(), weights=tmp_path / "pickled_module.pt")
+    assert "weights_only=False" not in str(info.value)
+    # a truncated file is named, with what to do
+    (tmp_path / "truncated.pt").write_bytes((tmp_path / "plain.pt").read_bytes()[:100])
+    with pytest.raises(ValueError, match="truncated.pt.*corrupt or truncated") as info:
+        convert_to_3d(_Small(), weights=tmp_path / "truncated.pt")
+    assert "weights_only=False" not in str(info.value)
 
 
 @pytest.fixture()
