@@ -416,6 +416,15 @@ def prepare_run_dir(
     return str(run_dir)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` (or write text for ``str``) into a temporary file in the same folder, then rename it.
 
@@ -431,6 +440,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
             Path(tmp).write_text(obj)
         else:
             torch.save(obj, tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a saved file gets the permissions open() gives
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

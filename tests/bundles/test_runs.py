@@ -356,3 +356,11 @@ def test_a_run_that_stopped_before_training_does_not_block_its_name(tmp_path):
     save_atomic("x", again / "events.out.tfevents.1")
     with pytest.raises(RunFolderError, match=r"already holds another run's files \(events.out.tfevents.1, run.json\)"):
         prepare_run_dir(tmp_path, "named", settings=SETTINGS)
+
+
+def test_saved_files_get_the_permissions_a_plain_open_gives(tmp_path):
+    # mkstemp's temporary files are 0600: a published model must stay readable by whoever could read a plain file
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    saved = save_atomic({"network": {}}, tmp_path / "model.pt")
+    assert saved.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
