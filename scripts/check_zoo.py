@@ -40,18 +40,18 @@ from monai_acs.convert.zoo import ZooResult, check_torchvision_model, torchvisio
 from monai_acs.layers import list_operators
 
 
-def _child(connection: Any, name: str, operator: str, options: dict[str, Any]) -> None:
+def _child(connection: Any, check: Any, args: tuple, kwargs: dict[str, Any]) -> None:
     torch.manual_seed(0)
-    connection.send(check_torchvision_model(name, operator, **options))
+    connection.send(check(*args, **kwargs))
     connection.close()
 
 
-def _run_isolated(name: str, operator: str, options: dict[str, Any]) -> ZooResult:
-    """Run one check in a forked process, so that a model killed for memory (P3D on RegNetY-128GF adds 1.1 billion
-    parameters) is reported instead of ending the sweep. The parent never runs torch ops, so forking is safe."""
-    start = time.perf_counter()
+def _in_fork(check: Any, *args: Any, **kwargs: Any) -> tuple[Any, int | None]:
+    """``check(*args, **kwargs)`` in a forked process, so that a model killed for memory (P3D on RegNetY-128GF adds
+    1.1 billion parameters) is reported instead of ending the sweep. The parent never runs torch ops, so forking is
+    safe. Returns the result (None when the child died first) and the child's exit code."""
     receiver, sender = multiprocessing.Pipe(duplex=False)
-    process = multiprocessing.get_context("fork").Process(target=_child, args=(sender, name, operator, options))
+    process = multiprocessing.get_context("fork").Process(target=_child, args=(sender, check, args, kwargs))
     process.start()
     sender.close()
     try:
@@ -59,34 +59,26 @@ def _run_isolated(name: str, operator: str, options: dict[str, Any]) -> ZooResul
     except EOFError:
         result = None
     process.join()
+    return result, process.exitcode
+
+
+def _run_isolated(name: str, operator: str, options: dict[str, Any]) -> ZooResult:
+    start = time.perf_counter()
+    result, exitcode = _in_fork(check_torchvision_model, name, operator, **options)
     if result is None:
-        signal_note = f"killed by signal {-process.exitcode}" if (process.exitcode or 0) < 0 else "no result"
-        hint = " (out of memory?)" if process.exitcode == -9 else ""
+        signal_note = f"killed by signal {-exitcode}" if (exitcode or 0) < 0 else "no result"
+        hint = " (out of memory?)" if exitcode == -9 else ""
         return ZooResult(name, operator, False, seconds=time.perf_counter() - start, error=f"{signal_note}{hint}")
     return result
 
 
-def _sweep_child(connection: Any, source: str, name: str, operator: str) -> None:
-    from monai_acs.convert.sweeps import check_named
-
-    torch.manual_seed(0)
-    connection.send(check_named(source, name, operator))
-    connection.close()
-
-
 def _sweep_isolated(source: str, name: str, operator: str) -> Any:
-    from monai_acs.convert.sweeps import SweepResult
+    from monai_acs.convert.sweeps import SweepResult, check_named
 
     start = time.perf_counter()
-    receiver, sender = multiprocessing.Pipe(duplex=False)
-    process = multiprocessing.get_context("fork").Process(target=_sweep_child, args=(sender, source, name, operator))
-    process.start()
-    sender.close()
-    try:
-        result = receiver.recv()
-    except EOFError:
+    result, _ = _in_fork(check_named, source, name, operator)
+    if result is None:
         result = SweepResult(source, name, operator, "fail", time.perf_counter() - start, "no result (out of memory?)")
-    process.join()
     return result
 
 
