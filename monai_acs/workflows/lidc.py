@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .runs import require_dataset_dir, save_atomic
+from .runs import load_checkpoint, require_dataset_dir, save_atomic
 
 __all__ = [
     "LIDC_LAYOUT",
@@ -265,7 +265,7 @@ def pretrain_lidc_2d(
     if not cls_path.is_file():
         torch.manual_seed(seed)
         cls = lidc_net_2d("classification", backbone, width, in_channels)
-        state = torch.load(seg_path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(seg_path, what="2D pretrained segmenter")
         encoder = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         cls.backbone.load_state_dict(encoder)
         save_atomic({k: v.cpu() for k, v in cls.state_dict().items()}, cls_path)

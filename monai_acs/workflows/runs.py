@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.utils import str2bool
 
 from ..errors import BundleError, RunFolderError
 
@@ -30,7 +31,6 @@ except ImportError:  # Windows: run folders are not locked
 
 __all__ = [
     "RUN_INFO",
-    "as_bool",
     "capture_rng_state",
     "check_checkpoint",
     "clean_orphans",
@@ -54,22 +54,6 @@ RUN_INFO = "run.json"
 LOCK_FILE = ".lock"
 
 logger = logging.getLogger(__name__)
-
-
-def as_bool(value: Any) -> bool:
-    """Command-line booleans: ``--flag false`` reaches a bundle as the string "false" (fire), which is truthy.
-
-    Raises:
-        ValueError: a string that is not a recognised boolean.
-    """
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("true", "1", "yes", "y", "on"):
-            return True
-        if lowered in ("false", "0", "no", "n", "off", "none", ""):
-            return False
-        raise ValueError(f"expected a boolean (true/false), got {value!r}")
-    return bool(value)
 
 
 def _config_files_from_argv(argv: list[str]) -> list[str]:
@@ -359,7 +343,7 @@ def prepare_run_dir(
         FileNotFoundError: ``resume`` is True and the named run has no ``checkpoint_latest.pt``.
     """
     runs = Path(runs_dir)
-    resume = as_bool(resume)
+    resume = str2bool(resume)
     current = normalize_settings(settings) if settings is not None else None
     if resume and run_name == "latest":
         run_dir = _find_latest(runs, current)
