@@ -2,36 +2,34 @@
 
 from __future__ import annotations
 
-from .engines import LazySummaryWriter, channels_last_prepare_batch, publish_best, run_dir_path, select_prepare_batch
+from .checkpoints import check_checkpoint, save_atomic
+from .checks import require_dataset_dir
+from .engines import LazySummaryWriter, PrepareBatch, channels_last_prepare_batch
 from .handlers import ProgressBar, RunCheckpointer
 from .poc import pretrained_2d_weights
+from .publish import publish_best, publish_model
 from .report import MetricsReport
-from .runs import (
-    default_run_name,
-    locate_bundle_root,
-    prepare_run_dir,
-    publish_model,
-    require_dataset_dir,
-    save_atomic,
-)
+from .runs import Run, check_bundle_root, default_run_name, find_latest_run, prepare_run_dir
 from .segmentation import feature_mauc_report, pretrain_2d
 
 __all__ = [
     "LazySummaryWriter",
-    "run_dir_path",
-    "publish_best",
     "MetricsReport",
+    "PrepareBatch",
     "ProgressBar",
+    "Run",
     "RunCheckpointer",
     "channels_last_prepare_batch",
+    "check_checkpoint",
+    "check_bundle_root",
     "default_run_name",
     "feature_mauc_report",
-    "locate_bundle_root",
+    "find_latest_run",
     "prepare_run_dir",
     "pretrain_2d",
     "pretrained_2d_weights",
+    "publish_best",
     "publish_model",
     "require_dataset_dir",
     "save_atomic",
-    "select_prepare_batch",
 ]

@@ -13,6 +13,7 @@ import io
 import logging
 import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,9 +21,9 @@ import torch
 from monai.transforms import MapTransform
 
 from ..errors import BundleError, user_message
-from .runs import save_atomic
+from .checkpoints import save_atomic
 
-__all__ = ["CheckVolumed", "check_affine", "check_volume", "screen_inputs"]
+__all__ = ["CheckVolumed", "check_affine", "check_volume", "require_dataset_dir", "screen_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -215,3 +216,26 @@ def screen_inputs(
         first = rows[0]["status"][len("error: "):]
         raise BundleError(f"every input failed its checks (first: {rows[0]['input']}: {first}); fix the inputs")
     return good
+
+
+def require_dataset_dir(dataset_dir: str | os.PathLike, expected: str, how_to_make: str) -> str:
+    """Fail fast with a clear message when ``dataset_dir`` is missing or empty.
+
+    Args:
+        dataset_dir: the configured data folder.
+        expected: a description of the layout the bundle reads.
+        how_to_make: the command that makes demo data.
+
+    Returns:
+        ``dataset_dir`` as a string.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or is empty.
+    """
+    path = Path(dataset_dir)
+    if not path.is_dir() or not any(path.iterdir()):
+        state = "does not exist" if not path.exists() else ("is not a folder" if not path.is_dir() else "is empty")
+        raise FileNotFoundError(
+            f"dataset_dir {str(path)!r} {state}. Expected: {expected}. To make a small demo data set: {how_to_make}"
+        )
+    return str(path)

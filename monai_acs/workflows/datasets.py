@@ -108,7 +108,7 @@ class InputsReport:
     def _write(self, engine: Any) -> None:
         statuses = self.dataset.statuses
         if self.report is not None:
-            from .runs import save_atomic
+            from .checkpoints import save_atomic
 
             text = io.StringIO()
             writer = csv.writer(text, lineterminator="\n")

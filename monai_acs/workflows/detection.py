@@ -28,7 +28,7 @@ from ignite.engine import Engine, Events
 
 from ..data.deeplesion import find_deeplesion_files, read_dl_info
 from .plots import draw_detection
-from .runs import save_atomic
+from .checkpoints import save_atomic
 
 __all__ = [
     "DetectionWriter",

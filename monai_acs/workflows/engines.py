@@ -1,11 +1,6 @@
-"""What the bundles' configs need around MONAI's engines: run-folder paths resolved without touching the disk, and a
-TensorBoard writer that creates its folder only when the run writes its first event.
-
-Building a bundle workflow (``ConfigWorkflow(...).initialize()`` + ``check_properties()``, which instantiates the
-trainer with its handlers) must have no side effects; creating and locking the run folder is a run step
-(``monai_acs.workflows.prepare_run_dir``), so the handlers get the folder's path and write there only once the
-engine runs.
-"""
+"""What the bundles' configs need around MONAI's engines: batch preparation, a TensorBoard writer that creates its
+folder only when the run writes its first event (building a workflow has no side effects), the detector's engine
+steps and its learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -16,35 +11,11 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine
-from monai.engines import default_prepare_batch
+from monai.engines import PrepareBatchDefault, default_prepare_batch
+from monai.utils import str2bool
 from torch import Tensor, nn
 
-__all__ = ["LazySummaryWriter", "publish_best", "run_dir_path"]
-
-
-def run_dir_path(
-    runs_dir: str | os.PathLike, run_name: str, resume: Any = False, settings: Mapping[str, Any] | None = None
-) -> str:
-    """The folder a run writes into, resolved without touching the disk: ``<runs_dir>/<run_name>``; with ``resume``
-    and ``run_name == "latest"``, the run last started with the same ``settings`` (as
-    :func:`monai_acs.workflows.prepare_run_dir` picks it, which then creates, locks and checks the folder in the first
-    run step).
-
-    Raises:
-        BundleError: ``latest`` names no resumable run (as :func:`monai_acs.workflows.prepare_run_dir`).
-
-    Examples:
-        >>> run_dir_path("/tmp/runs", "acs_p")
-        '/tmp/runs/acs_p'
-    """
-    from monai.utils import str2bool
-
-    from .runs import _find_latest, normalize_settings
-
-    resume = str2bool(resume) if isinstance(resume, str) else bool(resume)
-    if resume and run_name == "latest":
-        return str(_find_latest(Path(runs_dir), normalize_settings(settings) if settings is not None else None))
-    return str(Path(runs_dir) / str(run_name))
+__all__ = ["LazySummaryWriter", "PrepareBatch", "channels_last_prepare_batch"]
 
 
 class LazySummaryWriter:
@@ -77,38 +48,6 @@ class LazySummaryWriter:
             self._writer.close()
 
 
-def publish_best(
-    run_dir: str | os.PathLike, models_dir: str | os.PathLike, info: Mapping[str, Any] | None = None,
-    publish: Any = True,
-) -> str | None:
-    """The last run step of a training: publish the run's ``model_best.pt`` as ``<models_dir>/model.pt`` (with
-    ``info``, e.g. the report, as ``model.json``; :func:`monai_acs.workflows.publish_model`), or with
-    ``publish=false`` (as ``scripts/compare.py`` runs) only say where the run is.
-
-    Returns:
-        The published model's path, or None when not published.
-
-    Raises:
-        FileNotFoundError: the run wrote no ``model_best.pt`` (validation never ran, or its metric was undefined).
-    """
-    from monai.utils import str2bool
-
-    from .runs import publish_model
-
-    best = Path(run_dir) / "model_best.pt"
-    if not best.is_file():
-        raise FileNotFoundError(
-            f"{best} was not written: did validation run (val_interval <= epochs), and does the validation set give a "
-            f"defined key metric?"
-        )
-    if not (str2bool(publish) if isinstance(publish, str) else bool(publish)):
-        print(f"logs and checkpoints in {run_dir} (not published: publish=false)", flush=True)
-        return None
-    published = publish_model(best, models_dir, info=dict(info or {}))
-    print(f"best model published to {published}; logs and checkpoints in {run_dir}", flush=True)
-    return published
-
-
 def channels_last_prepare_batch(
     batchdata: Any, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
 ) -> Any:
@@ -128,12 +67,23 @@ def channels_last_prepare_batch(
     return image if rest is None else (image, *rest)
 
 
-def select_prepare_batch(channels_last: Any) -> Callable:
-    """:func:`channels_last_prepare_batch` if ``channels_last`` (bool, or a bundle CLI string such as ``"true"``), else
-    MONAI's ``default_prepare_batch``."""
-    from monai.utils import str2bool
+class PrepareBatch(PrepareBatchDefault):
+    """MONAI's default batch preparation, with an option to hand the network a 5-D image in
+    ``torch.channels_last_3d`` (:func:`channels_last_prepare_batch`): a config component,
+    ``{"_target_": "monai_acs.workflows.PrepareBatch", "channels_last": "@channels_last"}``.
 
-    return channels_last_prepare_batch if str2bool(channels_last) else default_prepare_batch
+    Args:
+        channels_last: bool or a bundle CLI string such as ``"true"``. Default False.
+    """
+
+    def __init__(self, channels_last: Any = False) -> None:
+        self.channels_last = str2bool(channels_last)
+
+    def __call__(
+        self, batchdata: Any, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
+    ) -> Any:
+        prepare = channels_last_prepare_batch if self.channels_last else default_prepare_batch
+        return prepare(batchdata, device, non_blocking, **kwargs)
 
 
 def sum_losses(losses: Mapping[str, Tensor], weights: Mapping[str, float] | None = None) -> Tensor:

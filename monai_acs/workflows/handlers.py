@@ -12,14 +12,8 @@ from ignite.engine import Engine, Events
 from monai.utils import str2bool
 
 from ..errors import BundleError
-from .runs import (
-    capture_rng_state,
-    load_checkpoint,
-    load_weights,
-    normalize_settings,
-    restore_rng_state,
-    save_atomic,
-)
+from .checkpoints import capture_rng_state, load_checkpoint, load_weights, restore_rng_state, save_atomic
+from .runs import normalize_settings, record_resume
 
 __all__ = ["RunCheckpointer", "ProgressBar"]
 
@@ -40,8 +34,11 @@ class RunCheckpointer:
     generator (:func:`monai_acs.workflows.runs.capture_rng_state`), so that a resumed run on the same device and
     software draws the same augmentations and batch order as one that was never interrupted.
 
+    On resume the checkpoint is read once, here, and the resume is recorded in the run's ``run.json`` only after it
+    loaded (:func:`monai_acs.workflows.runs.record_resume`).
+
     Args:
-        run_dir: the run folder.
+        run_dir: the run folder; or give ``run``. Default None.
         network: the trained network.
         evaluator: the validation engine whose ``state.metrics[key_metric]`` selects the best model.
         key_metric: metric name. Default ``"val_mean_dice"``.
@@ -50,12 +47,14 @@ class RunCheckpointer:
         resume: load ``checkpoint_latest.pt`` when the trainer starts. Default False.
         mode: ``"max"`` or ``"min"``. Default ``"max"``.
         settings: what defines the run (as given to :func:`monai_acs.workflows.runs.prepare_run_dir`). Default None.
+        run: the :class:`monai_acs.workflows.Run` component; its ``dir``, ``resume`` and ``settings`` replace
+            ``run_dir``, ``resume`` and ``settings``. Default None.
     """
 
     def __init__(
         self,
-        run_dir: str,
-        network: torch.nn.Module,
+        run_dir: str | None = None,
+        network: torch.nn.Module | None = None,
         evaluator: Engine | None = None,
         key_metric: str = "val_mean_dice",
         optimizer: Any = None,
@@ -63,10 +62,15 @@ class RunCheckpointer:
         resume: bool = False,
         mode: str = "max",
         settings: dict[str, Any] | None = None,
+        run: Any = None,
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-        self.run_dir = Path(run_dir)
+        if network is None or (run_dir is None and run is None):
+            raise ValueError("RunCheckpointer needs network= and either run= or run_dir=")
+        if run is not None:
+            resume, settings = run.resume, run.settings
+        self._run, self._run_dir = run, run_dir
         self.network, self.evaluator, self.key_metric = network, evaluator, key_metric
         self.optimizer, self.lr_scheduler, self.resume, self.mode = optimizer, lr_scheduler, str2bool(resume), mode
         self.best_metric = -math.inf if mode == "max" else math.inf
@@ -85,6 +89,11 @@ class RunCheckpointer:
         # under torch.distributed only global rank 0 writes; every rank loads on resume
         dist = torch.distributed
         return not (dist.is_available() and dist.is_initialized() and dist.get_rank() > 0)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder (the run component's, resolved when first needed)."""
+        return Path(self._run.dir if self._run is not None else self._run_dir)
 
     @property
     def latest_path(self) -> Path:
@@ -167,6 +176,7 @@ class RunCheckpointer:
         if not restore_rng_state(ckpt.get("rng"), engine):
             logger.warning("%s: random generator state not (fully) restored; the resumed run draws different "
                            "augmentations than an uninterrupted one", self.latest_path)
+        record_resume(self.run_dir)
         logger.info("resumed from %s at epoch %d (best %s %.4f)", self.latest_path, ckpt["epoch"], self.key_metric,
                     self.best_metric)
 

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .runs import load_checkpoint, require_dataset_dir, save_atomic
+from .checkpoints import load_checkpoint, save_atomic
+from .checks import require_dataset_dir
 
 __all__ = [
     "LIDC_LAYOUT",

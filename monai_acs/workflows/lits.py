@@ -6,7 +6,7 @@ The LiTS bundle (``bundles/lits_acs``) calls these from its configs:
   kept consistent);
 - :class:`LitsRegionsd` and :class:`LitsDiceHandler` compute the paper's Table VI metrics, Dice global and Dice per
   case of the liver (labels 1 and 2) and of the tumour (label 2);
-- :func:`lits_datalist`, :func:`check_lits_split`, :func:`require_checkpoint` fail fast with clear messages;
+- :func:`lits_datalist`, :func:`check_lits_split` fail fast with clear messages;
 - the best validation's figures are reported by :class:`monai_acs.workflows.report.MetricsReport` (``kind="lits"``);
 - :class:`VolumeReport` is the report handler of the inference evaluator (a MONAI ``SupervisedEvaluator`` with a
   sliding-window inferer, ``Invertd`` / ``SaveImaged`` postprocessing): a CSV of liver and tumour volumes and an
@@ -34,7 +34,7 @@ from ..data.lits import load_lits_datalist
 from .ct_io import input_stem
 from .plots import to_lps, to_lps_spacing, write_overlay_png
 from .report import format_lits_table
-from .runs import save_atomic
+from .checkpoints import save_atomic
 from .transforms import lits_region_masks
 
 __all__ = [
@@ -43,7 +43,7 @@ __all__ = [
     "VolumeReport",
     "check_lits_split",
     "lits_datalist",
-    "require_checkpoint",
+    
 ]
 
 logger = logging.getLogger(__name__)
@@ -296,21 +296,6 @@ def check_lits_split(
     logger.info("LiTS: %d training and %d validation cases", len(training), len(validation))
     print(f"LiTS: {len(training)} training and {len(validation)} validation cases", flush=True)
     return len(training)
-
-
-def require_checkpoint(ckpt_path: str | os.PathLike) -> str:
-    """Fail fast when the model file is missing, saying how to get one.
-
-    Raises:
-        FileNotFoundError: ``ckpt_path`` is not a file.
-    """
-    if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(
-            f"no trained model at {ckpt_path}: train one with `python -m monai.bundle run training --config_file "
-            "bundles/lits_acs/configs/train.json --dataset_dir <LiTS folder>` (it publishes models/model.pt) or pass "
-            "--ckpt_path <file>"
-        )
-    return str(ckpt_path)
 
 
 # ------------------------------------------------------------------------------------------- CT volume inference

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..data.nifti import save_nifti
 from .ct_io import cached_ct
-from .runs import save_atomic
+from .checkpoints import save_atomic
 
 __all__ = [
     "NoduleReport",

@@ -21,7 +21,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from .plots import plot_froc
-from .runs import save_atomic
+from .checkpoints import save_atomic
 
 __all__ = ["MetricsReport", "classification_results", "format_classification_table", "format_lits_table",
            "format_table", "lits_results", "segmentation_results", "write_report"]

@@ -1,4 +1,5 @@
-"""Run folders and checkpoints of the bundles: where a run writes, how it resumes, and atomic saving."""
+"""Run folders of the bundles: the :class:`Run` component a ``train.json`` declares, which names, locks, resumes and
+publishes a training run, and the functions under it."""
 
 from __future__ import annotations
 
@@ -6,23 +7,19 @@ import datetime
 import json
 import logging
 import os
-import pickle
-import random
-import re
-import shutil
 import socket
 import sys
-import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from monai.utils import str2bool
 
 from ..errors import BundleError, RunFolderError
+from .checkpoints import clean_orphans, load_checkpoint, save_atomic  # noqa: F401 - load_checkpoint: public here too
+from .publish import publish_best
 
 try:
     import fcntl
@@ -31,21 +28,15 @@ except ImportError:  # Windows: run folders are not locked
 
 __all__ = [
     "RUN_INFO",
-    "capture_rng_state",
-    "check_checkpoint",
-    "clean_orphans",
+    "Run",
+    "check_bundle_root",
     "default_run_name",
-    "load_checkpoint",
-    "load_weights",
-    "locate_bundle_root",
+    "find_latest_run",
     "lock_folder",
     "normalize_settings",
     "prepare_run_dir",
-    "publish_model",
+    "record_resume",
     "release_folder",
-    "require_dataset_dir",
-    "restore_rng_state",
-    "save_atomic",
 ]
 
 RUN_INFO = "run.json"
@@ -54,48 +45,6 @@ RUN_INFO = "run.json"
 LOCK_FILE = ".lock"
 
 logger = logging.getLogger(__name__)
-
-
-def _config_files_from_argv(argv: list[str]) -> list[str]:
-    for i, arg in enumerate(argv):
-        value = None
-        if arg == "--config_file" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--config_file="):
-            value = arg.split("=", 1)[1]
-        if value is not None:
-            value = value.strip()
-            if value.startswith("["):  # fire passes lists as "['a.json', 'b.json']"
-                return [v.strip(" '\"") for v in value.strip("[]").split(",") if v.strip(" '\"")]
-            return [value]
-    return []
-
-
-def locate_bundle_root(name: str) -> str:
-    """Find the bundle folder, wherever the ``monai.bundle`` command is run from.
-
-    Order: the folder above ``configs/`` of the ``--config_file`` on the command line; the current folder if it is
-    the bundle; ``./bundles/<name>``; ``./<name>``.
-
-    Args:
-        name: the bundle folder name, e.g. ``"synthetic_poc_acs"``.
-
-    Returns:
-        The absolute bundle root.
-
-    Raises:
-        FileNotFoundError: none of the candidates holds ``configs/metadata.json``.
-    """
-    candidates = [Path(f).resolve().parent.parent for f in _config_files_from_argv(sys.argv)]
-    cwd = Path.cwd()
-    candidates += [cwd, cwd / "bundles" / name, cwd / name]
-    for candidate in candidates:
-        if (candidate / "configs" / "metadata.json").is_file():
-            return str(candidate)
-    raise FileNotFoundError(
-        f"cannot find the bundle {name!r}: none of {[str(c) for c in candidates]} holds configs/metadata.json; "
-        f"pass --bundle_root <path to the bundle folder>"
-    )
 
 
 def default_run_name(*parts: Any) -> str:
@@ -213,55 +162,6 @@ def release_folder(folder: str | os.PathLike) -> None:
         os.close(fd)  # closing the descriptor drops the flock
 
 
-_OWNER = re.compile(r"pid(\d+)")
-
-
-def _owner_alive(path: Path, max_age_s: float) -> bool:
-    match = _OWNER.search(path.name)
-    if match is None:  # written by an older version: an orphan once it is old
-        try:
-            return time.time() - path.lstat().st_mtime < max_age_s
-        except FileNotFoundError:
-            return False
-    pid = int(match.group(1))
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_orphans(folder: str | os.PathLike, recursive: bool = True, max_age_s: float = 3600.0) -> list[str]:
-    """Remove what killed saves left in ``folder``: ``.*.tmp`` files and ``.*.partial-*`` folders.
-
-    Each such name carries its writer's pid (:func:`save_atomic`, ``monai_acs.data.write_dataset``); it is removed
-    when that process no longer exists, or, for names without a pid, when older than ``max_age_s``.
-
-    Returns:
-        The removed paths (also logged).
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        return []
-    removed = []
-    tmps = root.rglob(".*.tmp") if recursive else root.glob(".*.tmp")
-    for path in [*tmps, *root.glob(".*.partial-*")]:
-        if _owner_alive(path, max_age_s):
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed.append(str(path))
-    if removed:
-        logger.warning("removed %d file(s) left by an interrupted save: %s", len(removed), ", ".join(removed))
-    return removed
-
-
 # -- run folders -------------------------------------------------------------------------------------------------
 
 
@@ -277,8 +177,16 @@ def _last_started(info: Mapping[str, Any]) -> float:
     return max([float(info.get("started_ns", 0))] + [float(r.get("started_ns", 0)) for r in info.get("resumed", [])])
 
 
-def _find_latest(runs: Path, settings: dict[str, Any] | None) -> Path:
-    """The run folder the user last started (or resumed) with ``settings``; refuses when that run cannot resume."""
+def find_latest_run(runs_dir: str | os.PathLike, settings: Mapping[str, Any] | None = None) -> Path:
+    """The run folder under ``runs_dir`` last started (or resumed) with ``settings`` (``--run_name latest``).
+
+    Read-only: it reads the ``run.json`` files and creates, locks or writes nothing.
+
+    Raises:
+        BundleError: no run there was started with these settings, or that run has no ``checkpoint_latest.pt``.
+    """
+    runs = Path(runs_dir)
+    settings = normalize_settings(settings) if settings is not None else None
     infos = [(p.parent, _read_run_info(p.parent)) for p in runs.glob(f"*/{RUN_INFO}")]
     infos = [(d, i) for d, i in infos if i is not None]
     if settings is None:
@@ -346,7 +254,7 @@ def prepare_run_dir(
     resume = str2bool(resume)
     current = normalize_settings(settings) if settings is not None else None
     if resume and run_name == "latest":
-        run_dir = _find_latest(runs, current)
+        run_dir = find_latest_run(runs, current)
     else:
         run_dir = runs / str(run_name)
         if resume and not (run_dir / "checkpoint_latest.pt").is_file():
@@ -372,11 +280,11 @@ def prepare_run_dir(
                         f"resume refused: the run in {run_dir} was made with {'; '.join(diff)}; resume it with its own "
                         f"settings, or drop --resume to start a new run with these"
                     )
-            # a resume that cannot read its checkpoint is refused here, before run.json records it (a recorded
-            # resume that never ran would also change which run "latest" means)
-            load_checkpoint(run_dir / "checkpoint_latest.pt", what="checkpoint to resume")
-            info = info or {"run_name": run_dir.name, "settings": current}
-            info["resumed"] = [*info.get("resumed", []), now]
+            # the resume is recorded by record_resume once the checkpoint has loaded (RunCheckpointer reads it, once):
+            # a recorded resume that never ran would also change which run "latest" means
+            if info is not None:
+                return str(run_dir)
+            info = {"run_name": run_dir.name, "settings": current}
         else:
             leftovers = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
             if any(name.endswith(".pt") for name in leftovers):
@@ -400,319 +308,137 @@ def prepare_run_dir(
     return str(run_dir)
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def record_resume(run_dir: str | os.PathLike) -> None:
+    """Add this process's start to the ``resumed`` list of ``<run_dir>/run.json``.
 
-
-_UMASK = _current_umask()
-
-
-def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` (or write text for ``str``) into a temporary file in the same folder, then rename it.
-
-    The temporary file is ``.<name>.pid<pid>.<random>.tmp``: a reader never sees a half-written file, and a save
-    killed half-way leaves a file that :func:`clean_orphans` recognises as its dead writer's.
+    Called once the run's ``checkpoint_latest.pt`` has loaded (:class:`monai_acs.workflows.RunCheckpointer`), so a
+    resume that failed to read its checkpoint is never recorded (it would change which run ``latest`` means).
+    Only rank 0 writes under ``torch.distributed``.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.pid{os.getpid()}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        if isinstance(obj, str):
-            Path(tmp).write_text(obj)
-        else:
-            torch.save(obj, tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a saved file gets the permissions open() gives
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return target
+    if not _is_writer():
+        return
+    folder = Path(run_dir)
+    info = _read_run_info(folder) or {"run_name": folder.name}
+    now = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds"),
+           "started_ns": time.time_ns(), "pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv}
+    info["resumed"] = [*info.get("resumed", []), now]
+    save_atomic(json.dumps(info, indent=2, default=str) + "\n", folder / RUN_INFO)
 
 
-_BACKUP = re.compile(r"^model_(\d{8}-\d{6}(?:-\d{6})?)(?:-\d+)?\.pt$")
+def check_bundle_root(bundle_root: str | os.PathLike) -> str:
+    """Refuse a ``bundle_root`` that is not a bundle folder (one holding ``configs/metadata.json``).
+
+    The configs set ``bundle_root`` to ``.`` when run from inside the bundle folder and to ``bundles/<name>`` when run
+    from the repository root; from anywhere else it must be passed.
+
+    Returns:
+        ``bundle_root`` as an absolute path.
+
+    Raises:
+        BundleError: no ``configs/metadata.json`` under ``bundle_root``.
+    """
+    root = Path(bundle_root).expanduser().resolve()
+    if not (root / "configs" / "metadata.json").is_file():
+        raise BundleError(
+            f"bundle_root {root} is not a bundle folder (it holds no configs/metadata.json); run from the bundle "
+            f"folder or from the repository root, or pass --bundle_root <path>"
+        )
+    return str(root)
 
 
-def _flock_blocking(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+class Run:
+    """A training run of a bundle, as one config component: its name, its folder, its resume and its publication.
 
+    Declared once in ``train.json``::
 
-def publish_model(
-    src: str | os.PathLike,
-    models_dir: str | os.PathLike,
-    info: dict | None = None,
-    keep_backups: int = 2,
-) -> str:
-    """Publish a run's best weights as a plain state dict ``<models_dir>/model.pt`` (what inference loads).
+        "training_run": {"_target_": "monai_acs.workflows.Run", "bundle_root": "@bundle_root", "runs_dir": "@runs_dir",
+                         "models_dir": "@models_dir", "name": "@run_name", "tags": ["@operator"], "resume": "@resume",
+                         "settings": "@run_settings", "publish": "@publish", "epochs": "@epochs",
+                         "val_interval": "@val_interval"},
+        "run_dir": "$@training_run.dir"
 
-    Atomic: ``src`` is read and checked first (a corrupt file raises naming it, with the published model untouched),
-    the new file is written beside the target and renamed over it, so ``model.pt`` is at every moment either the old
-    or the new model. The old one is kept as ``model_<its UTC time to the microsecond>.pt`` (with its
-    ``model_<...>.json``), and only the ``keep_backups`` newest backups stay. Publishers of one folder take turns
-    (a lock on ``<models_dir>/.publish.lock``), and files that killed publishes left are removed.
+    and used by the run steps ``$@training_run.start()`` (first) and ``$@training_run.publish(@report)`` (last), and
+    by :class:`monai_acs.workflows.RunCheckpointer` (``run=@training_run``), which loads ``checkpoint_latest.pt``
+    on resume and then records the resume (:func:`record_resume`).
+
+    Building it has no side effects: :attr:`dir` is resolved without creating anything (with ``resume`` and
+    ``name="latest"`` it reads the ``run.json`` files, :func:`find_latest_run`); :meth:`start` creates and locks the
+    folder (:func:`prepare_run_dir`).
 
     Args:
-        src: a checkpoint holding the weights under ``network``, or a plain state dict.
-        models_dir: the bundle's models folder.
-        info: written as ``model.json`` beside the model. Default None.
-        keep_backups: previous models kept. Default 2; 0 keeps none.
-
-    Returns:
-        The path of the published model.
-
-    Raises:
-        BundleError: ``src`` cannot be read or holds no state dict.
-    """
-    models = Path(models_dir)
-    models.mkdir(parents=True, exist_ok=True)
-    target = models / "model.pt"
-    state = load_checkpoint(src, what="best checkpoint")
-    weights = state.get("network", state) if isinstance(state, Mapping) else state
-    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise BundleError(f"best checkpoint {src} holds no state dict of tensors; nothing was published")
-    fd = _flock_blocking(models / ".publish.lock")
-    tmp_fd, new_tmp = tempfile.mkstemp(prefix=f".model.pt.pid{os.getpid()}.", suffix=".tmp", dir=models)
-    os.close(tmp_fd)
-    try:
-        clean_orphans(models, recursive=False)
-        torch.save(dict(weights), new_tmp)  # complete before anything moves
-        if target.exists():
-            stamp = datetime.datetime.fromtimestamp(target.stat().st_mtime, datetime.timezone.utc)
-            base = stamp.strftime("%Y%m%d-%H%M%S-%f")
-            kept, n = models / f"model_{base}.pt", 1
-            while kept.exists():
-                kept, n = models / f"model_{base}-{n}.pt", n + 1
-            try:
-                os.link(target, kept)  # no copy of a large file; model.pt itself is replaced atomically below
-            except OSError:
-                shutil.copy2(target, kept)
-            old_json = models / "model.json"
-            if old_json.exists():
-                shutil.copy2(old_json, kept.with_suffix(".json"))
-            logger.warning("previous %s kept as %s", target, kept)
-        os.replace(new_tmp, target)
-        run_settings = state.get("run_settings") if isinstance(state, Mapping) else None
-        if info is not None or run_settings:
-            recorded = {**(info or {}), **({"run_settings": run_settings} if run_settings else {})}
-            save_atomic(json.dumps(recorded, indent=2, default=str) + "\n", models / "model.json")
-        backups = sorted((p for p in models.iterdir() if _BACKUP.match(p.name)), key=lambda p: p.stat().st_mtime_ns)
-        for old in backups[: max(0, len(backups) - max(0, int(keep_backups)))]:
-            old.unlink(missing_ok=True)
-            old.with_suffix(".json").unlink(missing_ok=True)
-            logger.info("removed old backup %s (keep_backups=%d)", old, keep_backups)
-    finally:
-        if os.path.exists(new_tmp):
-            os.remove(new_tmp)
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-    return str(target)
-
-
-# -- checkpoints ---------------------------------------------------------------------------------------------------
-
-
-def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` whose errors name the file and say what to do.
+        bundle_root: the bundle folder (must hold ``configs/metadata.json``).
+        runs_dir: parent of the run folders. Default ``<bundle_root>/runs``.
+        models_dir: where :meth:`publish` puts ``model.pt``. Default ``<bundle_root>/models``.
+        name: the run folder's name; None names it from ``tags`` and the UTC time (:func:`default_run_name`);
+            ``"latest"`` with ``resume`` picks the run last started with the same settings. Default None.
+        tags: parts of a generated name, e.g. the operator. Default ().
+        resume: continue the named run from its ``checkpoint_latest.pt``. Default False.
+        settings: what defines the run (compared on resume; recorded in ``run.json`` and the checkpoints).
+            Default None.
+        publish: whether :meth:`publish` publishes the best model. Default True.
+        epochs: the training length, checked with ``val_interval`` (:func:`monai_acs.errors.check_schedule`) when
+            given. Default None.
+        val_interval: epochs between validations. Default None.
 
     Raises:
-        FileNotFoundError: no such file.
-        BundleError: the file is corrupt or truncated, or holds objects other than tensors and containers (refused:
-            loading it could run code).
+        BundleError: ``bundle_root`` is not a bundle folder, or the schedule cannot produce a model.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{what} {file} does not exist")
-    try:
-        return torch.load(file, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
-            raise BundleError(
-                f"{what} {file} holds Python objects besides tensors and was refused, because loading it could run "
-                f"code; re-save it from a trusted source as a plain state dict (torch.save(model.state_dict(), path))"
-            ) from None
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise BundleError(
-            f"cannot read {what} {file}: {reason}; the file is corrupt or truncated (an interrupted copy or save?): "
-            f"replace it with an intact copy"
-        ) from None
-    except Exception as err:  # noqa: BLE001 - zip reader, EOF, OS errors ...
-        # the first sentence: PyTorch's zip-reader error goes on for four more about what may have happened
-        reason = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0]
-        raise BundleError(
-            f"cannot read {what} {file}: {type(err).__name__}: {reason}; the file is corrupt or truncated (an "
-            f"interrupted copy or save?): replace it with an intact copy"
-        ) from None
 
+    def __init__(
+        self,
+        bundle_root: str | os.PathLike,
+        runs_dir: str | os.PathLike | None = None,
+        models_dir: str | os.PathLike | None = None,
+        name: str | None = None,
+        tags: Sequence[Any] = (),
+        resume: Any = False,
+        settings: Mapping[str, Any] | None = None,
+        publish: Any = True,
+        epochs: Any = None,
+        val_interval: Any = None,
+    ) -> None:
+        from ..errors import check_schedule
 
-def _origin(path: Path, state: Any) -> str:
-    """What a checkpoint says it was made with: its recorded run settings, or the ``model.json`` beside it."""
-    settings = state.get("run_settings") if isinstance(state, Mapping) else None
-    if not settings:
-        try:
-            info = json.loads(path.with_name("model.json").read_text())
-            settings = (info.get("run_settings") or info.get("settings", info)) if isinstance(info, dict) else None
-        except (OSError, ValueError):
-            settings = None
-    if not isinstance(settings, Mapping):
-        return "settings it was made with are not recorded"
-    keys = ("task", "operator", "backbone", "width", "channels", "strides", "num_res_units", "num_slices", "pretraining",
-            "pretrained", "num_classes", "in_channels")
-    shown = [f"{k}={settings[k]!r}" for k in keys if k in settings]
-    return "it was made with " + (", ".join(shown) if shown else "unrecorded network settings")
+        self.bundle_root = check_bundle_root(bundle_root)
+        self.runs_dir = str(runs_dir) if runs_dir is not None else os.path.join(self.bundle_root, "runs")
+        self.models_dir = str(models_dir) if models_dir is not None else os.path.join(self.bundle_root, "models")
+        self.name = None if name in (None, "", "None", "none", "null") else str(name)
+        self.tags, self.resume = [t for t in tags if t not in (None, "")], str2bool(resume)
+        self.settings = normalize_settings(settings) if settings is not None else None
+        self.publish_model = str2bool(publish)
+        if epochs is not None:
+            check_schedule(epochs, val_interval)
+        self._dir: str | None = None
 
+    @property
+    def dir(self) -> str:
+        """The run folder (resolved once, without touching the disk but to find ``latest``)."""
+        if self._dir is None:
+            if self.resume and self.name == "latest":
+                self._dir = str(find_latest_run(self.runs_dir, self.settings))
+            else:
+                self._dir = os.path.join(self.runs_dir, self.name or default_run_name(*self.tags))
+        return self._dir
 
-def load_weights(network: torch.nn.Module, state: Any, source: str | os.PathLike, strict: bool = True) -> None:
-    """``network.load_state_dict`` (of a state dict or a checkpoint holding one) whose mismatch error names the file
-    and the settings the checkpoint was made with.
+    def start(self) -> str:
+        """The first run step: create (or, to resume, reopen) the run folder, lock it for this process, check the
+        recorded settings and record a new run's (:func:`prepare_run_dir`).
 
-    Raises:
-        BundleError: the weights do not fit the network.
-    """
-    weights = state
-    if isinstance(state, Mapping):
-        for key in ("network", "model", "state_dict"):
-            if isinstance(state.get(key), Mapping):
-                weights = state[key]
-                break
-    wrapped = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
-    module = network.module if isinstance(network, wrapped) else network
-    try:
-        module.load_state_dict(weights, strict=strict)
-    except (RuntimeError, KeyError, TypeError, AttributeError) as err:
-        own = module.state_dict()
-        theirs = weights if isinstance(weights, Mapping) else {}
-        missing = [k for k in own if k not in theirs]
-        unexpected = [k for k in theirs if k not in own]
-        shapes = [k for k in own if k in theirs and hasattr(theirs[k], "shape") and theirs[k].shape != own[k].shape]
-        detail = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} differently shaped tensors"
-        example = (missing or unexpected or shapes or [""])[0]
-        raise BundleError(
-            f"{source} does not fit this {type(module).__name__} ({detail}{', e.g. ' + example if example else ''}); "
-            f"{_origin(Path(source), state)}: build the network with those settings (--operator, ...) or pass the "
-            f"checkpoint made for this one (--ckpt_path)"
-        ) from err
+        Returns:
+            The run folder.
+        """
+        run_dir = Path(self.dir)
+        return prepare_run_dir(run_dir.parent, run_dir.name, resume=self.resume, settings=self.settings)
 
+    def publish(self, report: Any = None) -> str | None:
+        """The last run step: publish the run's ``model_best.pt`` as ``<models_dir>/model.pt``, with the report's best
+        results (``report.write_best()``, or a mapping) as ``model.json`` (:func:`monai_acs.workflows.publish_best`).
+        Does nothing on ranks other than 0.
 
-def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module | None = None, what: str = "model") -> str:
-    """Read ``path`` (and load it into ``network`` when given) before an engine starts, so that a missing, corrupt
-    or mismatched file fails with its name (MONAI's ``CheckpointLoader`` reports neither).
-
-    Returns:
-        ``path`` as a string.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise BundleError(
-            f"{what} {file} does not exist: train one (python -m monai.bundle run training --config_file "
-            f"configs/train.json publishes models/model.pt) or pass --ckpt_path <file>"
-        )
-    state = load_checkpoint(file, what=what)
-    if network is not None:
-        load_weights(network, state, file)
-    return str(file)
-
-
-# -- random number generators ---------------------------------------------------------------------------------------
-
-
-def _randomizables(engine: Any) -> list[Any]:
-    from monai.transforms import Randomizable
-
-    loader = getattr(engine, "data_loader", None)
-    root = getattr(getattr(loader, "dataset", None), "transform", None)
-    found, stack, seen = [], [root], set()
-    while stack:
-        node = stack.pop(0)
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, Randomizable) and isinstance(getattr(node, "R", None), np.random.RandomState):
-            found.append(node)
-        stack.extend(getattr(node, "transforms", None) or [])
-    return found
-
-
-def _np_state(state: tuple) -> dict[str, Any]:
-    return {"name": state[0], "keys": torch.from_numpy(np.asarray(state[1], dtype=np.int64)), "pos": int(state[2]),
-            "has_gauss": int(state[3]), "cached": float(state[4])}
-
-
-def _np_tuple(d: Mapping[str, Any]) -> tuple:
-    return (d["name"], d["keys"].numpy().astype(np.uint32), d["pos"], d["has_gauss"], d["cached"])
-
-
-def capture_rng_state(engine: Any = None) -> dict[str, Any]:
-    """Every random generator a training run draws from, as tensors and plain values (``weights_only`` loads it).
-
-    Python ``random``, NumPy's global generator, torch's CPU generator (which also seeds the ``DataLoader``
-    shuffling and its workers), every CUDA device's generator, and the ``R`` generator of each randomised MONAI
-    transform in ``engine.data_loader.dataset.transform``.
-    """
-    py = random.getstate()
-    state: dict[str, Any] = {
-        "python": [py[0], list(py[1]), py[2]],
-        "numpy": _np_state(np.random.get_state()),
-        "torch": torch.get_rng_state(),
-        "transforms": [_np_state(t.R.get_state()) for t in _randomizables(engine)] if engine is not None else [],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: Mapping[str, Any] | None, engine: Any = None) -> bool:
-    """Put back what :func:`capture_rng_state` saved; the transforms must be the same (same config).
-
-    Returns:
-        False when ``state`` is None or the transforms differ in number (nothing or only the global generators are
-        restored, with a warning), True otherwise.
-    """
-    if not state:
-        return False
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    np.random.set_state(_np_tuple(state["numpy"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        cuda = list(state["cuda"])
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-        else:
-            logger.warning("CUDA generators not restored: %d saved, %d devices now", len(cuda), torch.cuda.device_count())
-    transforms = _randomizables(engine) if engine is not None else []
-    saved = list(state.get("transforms", []))
-    if len(saved) != len(transforms):
-        logger.warning("random transform states not restored: %d saved, %d now", len(saved), len(transforms))
-        return False
-    for transform, t_state in zip(transforms, saved):
-        transform.R.set_state(_np_tuple(t_state))
-    return True
-
-
-def require_dataset_dir(dataset_dir: str | os.PathLike, expected: str, how_to_make: str) -> str:
-    """Fail fast with a clear message when ``dataset_dir`` is missing or empty.
-
-    Args:
-        dataset_dir: the configured data folder.
-        expected: a description of the layout the bundle reads.
-        how_to_make: the command that makes demo data.
-
-    Returns:
-        ``dataset_dir`` as a string.
-
-    Raises:
-        FileNotFoundError: the folder does not exist or is empty.
-    """
-    path = Path(dataset_dir)
-    if not path.is_dir() or not any(path.iterdir()):
-        state = "does not exist" if not path.exists() else ("is not a folder" if not path.is_dir() else "is empty")
-        raise FileNotFoundError(
-            f"dataset_dir {str(path)!r} {state}. Expected: {expected}. To make a small demo data set: {how_to_make}"
-        )
-    return str(path)
+        Returns:
+            The published model's path, or None (not published, or not rank 0).
+        """
+        if not _is_writer():
+            return None
+        info = report.write_best() if hasattr(report, "write_best") else report
+        return publish_best(self.dir, self.models_dir, info=info, publish=self.publish_model)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .. import metrics
-from .runs import save_atomic
+from .checkpoints import save_atomic
 
 __all__ = ["pretrain_2d", "feature_mauc_report"]
 
