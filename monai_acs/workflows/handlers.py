@@ -151,9 +151,11 @@ class RunCheckpointer:
             logger.info("new best %s %.4f at epoch %d -> %s", self.key_metric, value, epoch, self.best_path)
 
     def _load_latest(self, engine: Engine) -> None:
-        if not self.latest_path.is_file():
-            raise FileNotFoundError(f"resume: {self.latest_path} does not exist")
-        ckpt = load_checkpoint(self.latest_path, what="checkpoint to resume")
+        ckpt = self._run.take_resume_state() if self._run is not None else None
+        if ckpt is None:  # no run component (or it was not started): read the file here
+            if not self.latest_path.is_file():
+                raise FileNotFoundError(f"resume: {self.latest_path} does not exist")
+            ckpt = load_checkpoint(self.latest_path, what="checkpoint to resume")
         recorded = ckpt.get("run_settings")
         if recorded is not None and self.settings is not None:
             diff = [f"{k}={recorded[k]!r} (this command: {v!r})" for k, v in self.settings.items()

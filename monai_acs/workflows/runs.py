@@ -18,7 +18,7 @@ import torch
 from monai.utils import str2bool
 
 from ..errors import BundleError, RunFolderError
-from .checkpoints import clean_orphans, load_checkpoint, save_atomic  # noqa: F401 - load_checkpoint: public here too
+from .checkpoints import clean_orphans, load_checkpoint, save_atomic
 from .publish import publish_best
 
 try:
@@ -358,8 +358,9 @@ class Run:
         "run_dir": "$@training_run.dir"
 
     and used by the run steps ``$@training_run.start()`` (first) and ``$@training_run.publish(@report)`` (last), and
-    by :class:`monai_acs.workflows.RunCheckpointer` (``run=@training_run``), which loads ``checkpoint_latest.pt``
-    on resume and then records the resume (:func:`record_resume`).
+    by :class:`monai_acs.workflows.RunCheckpointer` (``run=@training_run``). On resume :meth:`start` reads
+    ``checkpoint_latest.pt`` (once: a corrupt one is refused before any other step), the checkpointer loads that
+    state into the network, optimizer and trainer, and only then is the resume recorded (:func:`record_resume`).
 
     Building it has no side effects: :attr:`dir` is resolved without creating anything (with ``resume`` and
     ``name="latest"`` it reads the ``run.json`` files, :func:`find_latest_run`); :meth:`start` creates and locks the
@@ -409,6 +410,7 @@ class Run:
         if epochs is not None:
             check_schedule(epochs, val_interval)
         self._dir: str | None = None
+        self._resume_state: Any = None
 
     @property
     def dir(self) -> str:
@@ -428,7 +430,19 @@ class Run:
             The run folder.
         """
         run_dir = Path(self.dir)
-        return prepare_run_dir(run_dir.parent, run_dir.name, resume=self.resume, settings=self.settings)
+        started = prepare_run_dir(run_dir.parent, run_dir.name, resume=self.resume, settings=self.settings)
+        if self.resume:
+            try:  # read here, once, so that a corrupt checkpoint is refused before any other run step works
+                self._resume_state = load_checkpoint(run_dir / "checkpoint_latest.pt", what="checkpoint to resume")
+            except BaseException:
+                release_folder(run_dir)
+                raise
+        return started
+
+    def take_resume_state(self) -> Any:
+        """The ``checkpoint_latest.pt`` that :meth:`start` read to resume (handed over once, then forgotten), or None."""
+        state, self._resume_state = self._resume_state, None
+        return state
 
     def publish(self, report: Any = None) -> str | None:
         """The last run step: publish the run's ``model_best.pt`` as ``<models_dir>/model.pt``, with the report's best

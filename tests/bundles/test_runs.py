@@ -25,19 +25,16 @@ import torch
 from _helpers import POC, TINY_TRAIN, bundle_command, bundle_in_process, cli_args, file_states, messages
 
 from monai_acs.errors import BundleError, RunFolderError
-from monai_acs.workflows.runs import (
-    RUN_INFO,
+from monai_acs.workflows.checkpoints import (
     capture_rng_state,
     clean_orphans,
-    default_run_name,
     load_checkpoint,
     load_weights,
-    prepare_run_dir,
-    publish_model,
-    release_folder,
     restore_rng_state,
     save_atomic,
 )
+from monai_acs.workflows.publish import publish_model
+from monai_acs.workflows.runs import RUN_INFO, default_run_name, prepare_run_dir, record_resume, release_folder
 
 TRAIN = POC / "configs" / "train.json"
 SETTINGS = {"operator": "acs", "pretrained": True, "seed": 0, "dataset_dir": "/data/poc"}
@@ -85,8 +82,11 @@ def test_killed_owner_frees_its_folder_and_its_half_written_file_is_removed(tmp_
         child.wait()
     # the operating system dropped the dead owner's lock: the run resumes, and the half-written file is gone
     run = Path(prepare_run_dir(tmp_path, "r", resume=True, settings=SETTINGS))
-    release_folder(run)
     assert not orphans[0].exists() and (run / "checkpoint_latest.pt").is_file()
+    # the resume is recorded only once the checkpoint has loaded (RunCheckpointer calls record_resume)
+    assert "resumed" not in json.loads((run / RUN_INFO).read_text())
+    record_resume(run)
+    release_folder(run)
     info = json.loads((run / RUN_INFO).read_text())
     assert info["pid"] == child.pid and len(info["resumed"]) == 1 and info["resumed"][0]["pid"] == os.getpid()
     assert file_states(tmp_path / "other") == before
@@ -301,12 +301,14 @@ def test_every_bundle_records_and_checks_its_run_settings(bundle):
     parser["bundle_root"] = str(POC.parent / bundle)
     settings = parser.get_parsed_content("run_settings")
     assert {"operator", "seed", "dataset_dir"} <= set(settings) and "epochs" not in settings
-    assert parser["run_dir"].endswith("@run_settings)")
+    run = parser["training_run"]
+    assert run["_target_"] == "monai_acs.workflows.Run" and run["settings"] == "@run_settings"
+    assert (run["epochs"], run["val_interval"], run["resume"]) == ("@epochs", "@val_interval", "@resume")
+    assert parser["run_dir"] == "$@training_run.dir"
     checkpointers = [h for h in parser["train"]["handlers"] if h["_target_"] == "monai_acs.workflows.RunCheckpointer"]
-    assert [h["settings"] for h in checkpointers] == ["@run_settings"]
-    assert parser["initialize"][:2] == ["$monai_acs.errors.check_command_line()",
-                                        "$monai_acs.errors.check_schedule(@epochs, @val_interval)"]
-    assert "publish" in parser.get()
+    assert [h["run"] for h in checkpointers] == ["@training_run"]
+    assert parser["initialize"][0] == "$monai_acs.errors.check_command_line()"
+    assert parser["training"][-1] == "$@training_run.publish(@report)" and "publish" in parser.get()
 
 
 def test_training_killed_mid_run_resumes_with_latest(tmp_path, poc_data):

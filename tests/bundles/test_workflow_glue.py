@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from _helpers import POC
 from ignite.engine import Engine
 
 from monai_acs import metrics as reference
 from monai_acs.data.nifti import save_nifti
 from monai_acs.errors import BundleError
 from monai_acs.workflows.datasets import InputsReport, SkipFailedDataset
-from monai_acs.workflows.engines import LazySummaryWriter, run_dir_path
+from monai_acs.workflows.engines import LazySummaryWriter
 from monai_acs.workflows.metrics import BinaryClassificationMetrics, SegmentationMetrics
 from monai_acs.workflows.report import BEST_VALIDATION, MetricsReport
+from monai_acs.workflows.runs import Run
 
 CLASSES = ["background", "a", "b"]
 
@@ -115,7 +118,14 @@ def test_skip_failed_dataset_reports_and_refuses_all_bad(tmp_path, capsys):
 
 
 def test_build_time_paths_and_writers_write_nothing(tmp_path):
-    assert run_dir_path(tmp_path / "runs", "acs_p") == str(tmp_path / "runs" / "acs_p")
+    run = Run(POC, runs_dir=tmp_path / "runs", models_dir=tmp_path / "models", tags=["acs", "p"], settings={"seed": 0})
+    assert Path(run.dir).parent == tmp_path / "runs" and Path(run.dir).name.startswith("acs_p_")
+    assert run.dir == run.dir  # named once
+    assert Run(POC, runs_dir=tmp_path / "runs", name="mine").dir == str(tmp_path / "runs" / "mine")
+    with pytest.raises(BundleError, match=rf"bundle_root {tmp_path} is not a bundle folder .* pass --bundle_root"):
+        Run(tmp_path)
+    with pytest.raises(BundleError, match="--val_interval 5 is larger than --epochs 2"):
+        Run(POC, epochs=2, val_interval=5)
     writer = LazySummaryWriter(tmp_path / "tb")
     writer.close()
     assert not (tmp_path / "runs").exists() and not (tmp_path / "tb").exists()
