@@ -4,8 +4,9 @@ The LiTS bundle (``bundles/lits_acs``) calls these from its configs:
 
 - :class:`DepthFirstd` turns MONAI's (C, x, y, z) arrays into the paper's (C, z, y, x) and back (invertible, affine
   kept consistent);
-- :class:`LitsRegionsd` and :class:`LitsDiceHandler` compute the paper's Table VI metrics, Dice global and Dice per
-  case of the liver (labels 1 and 2) and of the tumour (label 2);
+- :class:`LitsRegionsd` and :class:`monai_acs.workflows.metrics.LitsDiceMetric` compute the paper's Table VI
+  metrics, Dice global and Dice per case of the liver (labels 1 and 2) and of the tumour (label 2);
+  :class:`LitsDiceReport` writes them per validation;
 - :func:`lits_datalist`, :func:`check_lits_split` fail fast with clear messages;
 - the best validation's figures are reported by :class:`monai_acs.workflows.report.MetricsReport` (``kind="lits"``);
 - :class:`VolumeReport` is the report handler of the inference evaluator (a MONAI ``SupervisedEvaluator`` with a
@@ -19,7 +20,6 @@ import csv
 import io
 import json
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,95 +28,22 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.data import MetaTensor, decollate_batch
 
 from ..data.lits import load_lits_datalist
+from .checkpoints import save_atomic
 from .ct_io import input_stem
+from .metrics import LITS_REGIONS
 from .plots import to_lps, to_lps_spacing, write_overlay_png
 from .report import format_lits_table
-from .checkpoints import save_atomic
-from .transforms import lits_region_masks
 
 __all__ = [
-    "LITS_REGIONS",
-    "LitsDiceHandler",
+    "LitsDiceReport",
     "VolumeReport",
     "check_lits_split",
     "lits_datalist",
-    
 ]
 
 logger = logging.getLogger(__name__)
-
-#: The evaluated regions of LiTS: the liver is every non-background voxel (labels 1 and 2), the tumour label 2.
-LITS_REGIONS: tuple[str, ...] = ("liver", "tumour")
-
-
-# ----------------------------------------------------------------------------------------------------------- axes
-
-
-# -------------------------------------------------------------------------------------------------------- metrics
-
-
-def _case_counts(pred: Any, label: Any) -> dict[str, int]:
-    p, lab = lits_region_masks(pred), lits_region_masks(label)
-    if p.shape != lab.shape:
-        raise ValueError(f"prediction shape {tuple(p.shape)} differs from label shape {tuple(lab.shape)}")
-    counts = {}
-    for i, region in enumerate(LITS_REGIONS):
-        counts[f"{region}_tp"] = int((p[i] & lab[i]).sum())
-        counts[f"{region}_pred"] = int(p[i].sum())
-        counts[f"{region}_label"] = int(lab[i].sum())
-    return counts
-
-
-def _dice(tp: float, n_pred: float, n_label: float) -> float:
-    return 2.0 * tp / (n_pred + n_label) if n_pred + n_label > 0 else math.nan
-
-
-def summarize_lits_dice(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Dice global and Dice per case of liver and tumour from per-case voxel counts.
-
-    Dice global pools the voxels of all cases before taking the ratio; Dice per case averages the per-case Dice
-    over the cases where the region is present in the label or the prediction (a case where both are empty has no
-    Dice and is left out, as in :mod:`monai_acs.metrics`).
-
-    Args:
-        rows: one mapping per case with ``<region>_tp``, ``<region>_pred``, ``<region>_label`` voxel counts.
-
-    Returns:
-        ``{"cases": n, "liver": {"dice_global", "dice_per_case", "cases_counted"}, "tumour": {...},
-        "per_case": [{"case", "liver_dice", "tumour_dice", counts...}]}``.
-    """
-    per_case = []
-    for row in rows:
-        item = dict(row)
-        for region in LITS_REGIONS:
-            item[f"{region}_dice"] = _dice(row[f"{region}_tp"], row[f"{region}_pred"], row[f"{region}_label"])
-        per_case.append(item)
-    summary: dict[str, Any] = {"cases": len(per_case)}
-    for region in LITS_REGIONS:
-        tp = sum(r[f"{region}_tp"] for r in per_case)
-        n_pred = sum(r[f"{region}_pred"] for r in per_case)
-        n_label = sum(r[f"{region}_label"] for r in per_case)
-        values = [r[f"{region}_dice"] for r in per_case if not math.isnan(r[f"{region}_dice"])]
-        summary[region] = {
-            "dice_global": _dice(tp, n_pred, n_label),
-            "dice_per_case": float(np.mean(values)) if values else math.nan,
-            "cases_counted": len(values),
-        }
-    summary["per_case"] = per_case
-    return summary
-
-
-def _gather_rows(rows: list[dict]) -> list[dict]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        world = torch.distributed.get_world_size()
-        if world > 1:
-            gathered: list[Any] = [None] * world
-            torch.distributed.all_gather_object(gathered, rows)
-            return [r for part in gathered for r in part]
-    return rows
 
 
 def _is_main_process() -> bool:
@@ -154,76 +81,32 @@ def write_lits_dice(summary: Mapping[str, Any], out_dir: str | os.PathLike, stem
     return paths
 
 
-class LitsDiceHandler:
-    """ignite handler for a MONAI evaluator: the ACS paper's LiTS metrics (Table VI) over one evaluation pass.
-
-    After each iteration it counts, per case, the true-positive, predicted and label voxels of the liver (labels 1
-    and 2) and the tumour (label 2) from the decollated ``pred`` / ``label`` (label maps (1, ...) or the masks of
-    :class:`LitsRegionsd`); at the end of the pass it puts ``<prefix>liver_dice_global``,
-    ``<prefix>liver_dice_per_case``, ``<prefix>tumour_dice_global`` and ``<prefix>tumour_dice_per_case`` into
-    ``engine.state.metrics`` (attach it before ``StatsHandler`` / ``TensorBoardStatsHandler`` to have them logged),
-    and writes CSV/JSON files. Under ``torch.distributed`` the counts of all ranks are gathered; only rank 0 writes.
+class LitsDiceReport:
+    """ignite handler for a MONAI evaluator: write the LiTS Dice that :class:`~monai_acs.workflows.metrics.LitsDiceMetric`
+    computed (read from ``engine.state.metric_details[metric]``, nothing is recomputed) as CSV/JSON files, and
+    optionally print the Table VI layout. Only rank 0 writes under ``torch.distributed``.
 
     Args:
+        metric: the name the metric is attached under. Default ``"val_lits"``.
         output_dir: folder for the files; None writes nothing. Default None.
         per_epoch: name the files ``epoch_<NNNN>`` after the evaluator's epoch (the trainer's epoch under
             ``ValidationHandler``), so a training run keeps every validation; otherwise ``lits_dice``. Default False.
-        print_results: print the table (Table VI layout) at the end of the pass. Default False.
-        prefix: prefix of the metric names. Default ``"val_"``.
-        case_key: key of the batch holding the case name (falls back to the image file name). Default ``"case"``.
+        print_results: print the table at the end of the pass. Default False.
     """
 
     def __init__(
-        self,
-        output_dir: str | None = None,
-        per_epoch: bool = False,
+        self, metric: str = "val_lits", output_dir: str | None = None, per_epoch: bool = False,
         print_results: bool = False,
-        prefix: str = "val_",
-        case_key: str = "case",
     ) -> None:
-        self.output_dir, self.per_epoch, self.print_results = output_dir, per_epoch, print_results
-        self.prefix, self.case_key = prefix, case_key
-        self._rows: list[dict] = []
-        self.summary: dict[str, Any] | None = None
+        self.metric, self.output_dir, self.per_epoch, self.print_results = metric, output_dir, per_epoch, print_results
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._complete)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
 
-    def _reset(self, engine: Engine) -> None:
-        self._rows = []
-
-    def _case_name(self, batch_item: Any, output_item: Mapping, index: int) -> str:
-        if isinstance(batch_item, Mapping) and isinstance(batch_item.get(self.case_key), str):
-            return batch_item[self.case_key]
-        for source in (output_item.get("label"), output_item.get("pred")):
-            if isinstance(source, MetaTensor) and source.meta.get("filename_or_obj"):
-                return input_stem(str(source.meta["filename_or_obj"]))
-        return f"case_{index}"
-
-    def _update(self, engine: Engine) -> None:
-        output = engine.state.output
-        batch = engine.state.batch
-        outputs = decollate_batch(output) if isinstance(output, Mapping) else list(output)
-        batches = decollate_batch(batch) if isinstance(batch, Mapping) else list(batch or [])
-        for i, item in enumerate(outputs):
-            if "pred" not in item or "label" not in item:
-                raise KeyError(f"LitsDiceHandler needs 'pred' and 'label' in the engine output, got {sorted(item)}")
-            name = self._case_name(batches[i] if i < len(batches) else None, item, len(self._rows))
-            self._rows.append({"case": name, **_case_counts(item["pred"], item["label"])})
-
-    def _complete(self, engine: Engine) -> None:
-        rows = _gather_rows(self._rows)
-        if not rows:
-            raise ValueError("LitsDiceHandler: the evaluation pass saw no case")
-        summary = summarize_lits_dice(rows)
-        summary["epoch"] = int(engine.state.epoch)
-        self.summary = summary
-        for region in LITS_REGIONS:
-            for key in ("dice_global", "dice_per_case", "cases_counted"):
-                engine.state.metrics[f"{self.prefix}{region}_{key}"] = summary[region][key]
-        engine.state.metrics[f"{self.prefix}lits_cases"] = summary["cases"]
+    def _write(self, engine: Engine) -> None:
+        summary = (getattr(engine.state, "metric_details", None) or {}).get(self.metric)
+        if summary is None:
+            raise KeyError(f"LitsDiceReport: no LitsDiceMetric attached as {self.metric!r} to this evaluator")
         if not _is_main_process():
             return
         logger.info(

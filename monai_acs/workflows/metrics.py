@@ -22,7 +22,11 @@ from ignite.metrics import Metric
 from .. import metrics as _m
 from ..metrics import froc
 
-__all__ = ["BinaryClassificationMetrics", "SegmentationMetrics"]
+__all__ = ["BinaryClassificationMetrics", "FROCMetric", "LITS_REGIONS", "LitsDiceMetric", "SegmentationMetrics",
+           "summarize_lits_dice"]
+
+#: The evaluated regions of LiTS: the liver is every non-background voxel (labels 1 and 2), the tumour label 2.
+LITS_REGIONS: tuple[str, ...] = ("liver", "tumour")
 
 
 def _gather(values: list[Any]) -> list[Any]:
@@ -238,3 +242,123 @@ class FROCMetric(Metric):
             details = engine.state.metric_details = {}
         details[name] = self.last_result
 
+
+def _lits_counts(pred: Any, label: Any) -> dict[str, int]:
+    from .transforms import lits_region_masks
+
+    p, lab = lits_region_masks(pred), lits_region_masks(label)
+    if p.shape != lab.shape:
+        raise ValueError(f"prediction shape {tuple(p.shape)} differs from label shape {tuple(lab.shape)}")
+    counts = {}
+    for i, region in enumerate(LITS_REGIONS):
+        counts[f"{region}_tp"] = int((p[i] & lab[i]).sum())
+        counts[f"{region}_pred"] = int(p[i].sum())
+        counts[f"{region}_label"] = int(lab[i].sum())
+    return counts
+
+
+def _dice(tp: float, n_pred: float, n_label: float) -> float:
+    return 2.0 * tp / (n_pred + n_label) if n_pred + n_label > 0 else math.nan
+
+
+def summarize_lits_dice(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Dice global and Dice per case of liver and tumour from per-case voxel counts.
+
+    Dice global pools the voxels of all cases before taking the ratio; Dice per case averages the per-case Dice
+    over the cases where the region is present in the label or the prediction (a case where both are empty has no
+    Dice and is left out, as in :mod:`monai_acs.metrics`).
+
+    Args:
+        rows: one mapping per case with ``<region>_tp``, ``<region>_pred``, ``<region>_label`` voxel counts.
+
+    Returns:
+        ``{"cases": n, "liver": {"dice_global", "dice_per_case", "cases_counted"}, "tumour": {...},
+        "per_case": [{"case", "liver_dice", "tumour_dice", counts...}]}``.
+    """
+    per_case = []
+    for row in rows:
+        item = dict(row)
+        for region in LITS_REGIONS:
+            item[f"{region}_dice"] = _dice(row[f"{region}_tp"], row[f"{region}_pred"], row[f"{region}_label"])
+        per_case.append(item)
+    summary: dict[str, Any] = {"cases": len(per_case)}
+    for region in LITS_REGIONS:
+        tp = sum(r[f"{region}_tp"] for r in per_case)
+        n_pred = sum(r[f"{region}_pred"] for r in per_case)
+        n_label = sum(r[f"{region}_label"] for r in per_case)
+        values = [r[f"{region}_dice"] for r in per_case if not math.isnan(r[f"{region}_dice"])]
+        summary[region] = {
+            "dice_global": _dice(tp, n_pred, n_label),
+            "dice_per_case": float(np.mean(values)) if values else math.nan,
+            "cases_counted": len(values),
+        }
+    summary["per_case"] = per_case
+    return summary
+
+
+def _lits_items(output: Any) -> list[tuple[str | None, Any, Any]]:
+    """``[(case, pred, label), ...]`` from a decollated evaluator output; ``case`` from its ``case_name`` key (the
+    postprocessing copies the batch's ``case`` there: MONAI keeps batch keys out of the output) or ``case``."""
+    items = output if isinstance(output, (list, tuple)) else [output]
+    found = []
+    for item in items:
+        if not isinstance(item, Mapping) or "pred" not in item or "label" not in item:
+            keys = sorted(item) if isinstance(item, Mapping) else type(item).__name__
+            raise KeyError(f"LitsDiceMetric needs 'pred' and 'label' in the engine output, got {keys}")
+        case = item.get("case_name", item.get("case"))
+        found.append((case if isinstance(case, str) else None, item["pred"], item["label"]))
+    return found
+
+
+class LitsDiceMetric(_DetailedMetric):
+    """The ACS paper's LiTS metrics (Table VI): Dice global and Dice per case of the liver (labels 1 and 2) and the
+    tumour (label 2), from per-case voxel counts (:func:`summarize_lits_dice`).
+
+    Attached as one of the evaluator's ``additional_metrics`` (e.g. ``"val_lits"``): its value is the tumour Dice
+    global; ``<name>/tumour_dice_global``, ``<name>/tumour_dice_per_case``, ``<name>/liver_dice_global``,
+    ``<name>/liver_dice_per_case``, ``<name>/<region>_cases_counted`` and ``<name>/cases`` go into
+    ``engine.state.metrics``, and the whole summary with its per-case rows into
+    ``engine.state.metric_details[<name>]`` (for :class:`monai_acs.workflows.lits.LitsDiceReport` and
+    :class:`monai_acs.workflows.report.MetricsReport`). ``pred`` / ``label``: label maps (1, ...) or the liver /
+    tumour masks of :class:`monai_acs.workflows.transforms.LitsRegionsd`; a ``case_name`` key (``CopyItemsd`` of the
+    batch's ``case`` in the postprocessing) names the rows.
+
+    Examples:
+        >>> m = LitsDiceMetric()
+        >>> m.reset()
+        >>> m.update([("a", torch.tensor([[[0, 1, 2]]]), torch.tensor([[[0, 2, 2]]]))])  # (case, pred, label)
+        >>> r = m.compute()
+        >>> r["liver_dice_global"], round(r["tumour_dice_global"], 3)
+        (1.0, 0.667)
+    """
+
+    key = "tumour_dice_global"
+
+    def __init__(self, output_transform: Callable = _lits_items, device: str | torch.device = "cpu") -> None:
+        self.summary: dict[str, Any] | None = None
+        super().__init__(output_transform=output_transform, device=device)
+
+    def reset(self) -> None:
+        self._rows: list[dict[str, Any]] = []
+
+    def update(self, output: Any) -> None:
+        for case, pred, label in output:
+            self._rows.append({"case": case or f"case_{len(self._rows)}", **_lits_counts(pred, label)})
+
+    def compute(self) -> dict[str, Any]:
+        rows = _gather(self._rows)
+        if not rows:
+            raise RuntimeError("LitsDiceMetric: no case was evaluated")
+        self.summary = summarize_lits_dice(rows)
+        result: dict[str, Any] = {"cases": float(self.summary["cases"])}
+        for region in LITS_REGIONS:
+            for entry, value in self.summary[region].items():
+                result[f"{region}_{entry}"] = float(value)
+        return result
+
+    def completed(self, engine: Engine, name: str) -> None:
+        super().completed(engine, name)
+        details = getattr(engine.state, "metric_details", None)
+        if details is None:
+            details = engine.state.metric_details = {}
+        details[name] = {**self.summary, "epoch": int(engine.state.epoch)}

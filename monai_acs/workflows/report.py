@@ -48,14 +48,14 @@ def classification_results(metrics: Mapping[str, Any], name: str) -> dict[str, A
             "benign": int(metrics[f"{name}/negatives"])}
 
 
-def lits_results(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """The LiTS Table VI figures that :class:`~monai_acs.workflows.lits.LitsDiceHandler` put in ``metrics`` under
-    ``prefix``: ``{"tumour": {"dice_global", "dice_per_case", "cases_counted"}, "liver": {...}, "cases": n}``."""
-    regions = {region: {key: float(metrics[f"{prefix}{region}_{key}"]) for key in ("dice_global", "dice_per_case")}
+def lits_results(metrics: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The LiTS Table VI figures of a :class:`~monai_acs.workflows.metrics.LitsDiceMetric` attached as ``name``:
+    ``{"tumour": {"dice_global", "dice_per_case", "cases_counted"}, "liver": {...}, "cases": n}``."""
+    regions = {region: {key: float(metrics[f"{name}/{region}_{key}"]) for key in ("dice_global", "dice_per_case")}
                for region in ("tumour", "liver")}
     for region in regions:
-        regions[region]["cases_counted"] = int(metrics[f"{prefix}{region}_cases_counted"])
-    return {**regions, "cases": int(metrics[f"{prefix}lits_cases"])}
+        regions[region]["cases_counted"] = int(metrics[f"{name}/{region}_cases_counted"])
+    return {**regions, "cases": int(metrics[f"{name}/cases"])}
 
 
 def format_table(results: Mapping[str, Any]) -> str:
@@ -77,7 +77,7 @@ def format_classification_table(results: Mapping[str, Any]) -> str:
 
 
 def format_lits_table(summary: Mapping[str, Any]) -> str:
-    """Markdown table of :func:`summarize_lits_dice` in the layout of the ACS paper's Table VI (percent)."""
+    """Markdown table of :func:`monai_acs.workflows.metrics.summarize_lits_dice` in the layout of the ACS paper's Table VI (percent)."""
     les, liv = summary["tumour"], summary["liver"]
     return "\n".join([
         "| | Lesion DG | Lesion DPC | Liver DG | Liver DPC |",
@@ -128,8 +128,8 @@ class MetricsReport:
         kind: ``"segmentation"`` (per-class Dice global / per case / IoU table), ``"classification"`` (AUC table) or
             ``"froc"`` (FROC table, curve and plot: :func:`write_froc_report`) or ``"lits"`` (Table VI row).
         metric: the name under which the evaluator's :class:`~monai_acs.workflows.metrics.SegmentationMetrics`,
-            :class:`~monai_acs.workflows.metrics.BinaryClassificationMetrics` or ``FROCMetric`` is attached; for
-            ``"lits"`` the prefix of :class:`~monai_acs.workflows.lits.LitsDiceHandler`'s entries (``"val_"``).
+            :class:`~monai_acs.workflows.metrics.BinaryClassificationMetrics` or ``FROCMetric`` is attached, or for
+            ``"lits"`` its :class:`~monai_acs.workflows.metrics.LitsDiceMetric` (``"val_lits"``).
         title: the report's heading.
         class_names: class names, background first (segmentation). Default None.
         extra: entries added to the report (settings, data description, checkpoint, ...). Default None.

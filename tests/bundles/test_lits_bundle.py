@@ -379,31 +379,43 @@ def _reverse_columns(affine: Any) -> np.ndarray:
     return a
 
 
-def test_lits_dice_handler_matches_monai_acs_metrics(tmp_path):
+def test_lits_dice_metric_matches_monai_acs_metrics_and_the_report_only_writes_it(tmp_path):
     """Dice global / per case of liver (labels 1 and 2) and tumour (label 2), from per-case counts, equal
-    monai_acs.metrics on the binary maps; a case without tumour in label and prediction is left out of DPC."""
+    monai_acs.metrics on the binary maps; a case without tumour in label and prediction is left out of DPC. The
+    metric is attached as an ignite Metric; LitsDiceReport writes what it computed, and nothing else."""
     from ignite.engine import Engine
 
     from monai_acs import metrics
-    from monai_acs.workflows.lits import LitsDiceHandler
+    from monai_acs.workflows.lits import LitsDiceReport
+    from monai_acs.workflows.metrics import LitsDiceMetric
 
     rng = np.random.default_rng(0)
     preds = [rng.integers(0, 3, (1, 6, 7, 8)) for _ in range(3)] + [rng.integers(0, 2, (1, 5, 5, 5))]
     labels = [rng.integers(0, 3, (1, 6, 7, 8)) for _ in range(3)] + [rng.integers(0, 2, (1, 5, 5, 5))]
-    batches = [[{"case": f"case{i}"}] for i in range(len(preds))]
     engine = Engine(lambda e, batch: [{"pred": torch.as_tensor(preds[e.state.iteration - 1]),
-                                       "label": torch.as_tensor(labels[e.state.iteration - 1])}])
-    handler = LitsDiceHandler(output_dir=str(tmp_path), print_results=True)
-    handler.attach(engine)
-    engine.run(batches, max_epochs=1)
+                                       "label": torch.as_tensor(labels[e.state.iteration - 1]),
+                                       "case_name": f"case{e.state.iteration - 1}"}])
+    metric = LitsDiceMetric()
+    metric.attach(engine, "val_lits")
+    LitsDiceReport("val_lits", output_dir=str(tmp_path), print_results=True).attach(engine)
+    engine.run(list(range(len(preds))), max_epochs=1)
     for region, select in (("liver", lambda x: (x >= 1)), ("tumour", lambda x: (x == 2))):
         p = [select(x[0]).astype(np.uint8) for x in preds]
         lab = [select(x[0]).astype(np.uint8) for x in labels]
-        assert engine.state.metrics[f"val_{region}_dice_global"] == pytest.approx(metrics.dice_global(p, lab, 2)[1])
-        assert engine.state.metrics[f"val_{region}_dice_per_case"] == pytest.approx(metrics.dice_per_case(p, lab, 2)[1])
-    assert handler.summary["tumour"]["cases_counted"] == 3 and handler.summary["liver"]["cases_counted"] == 4
-    assert [r["case"] for r in handler.summary["per_case"]] == ["case0", "case1", "case2", "case3"]
+        dg, dpc = metrics.dice_global(p, lab, 2)[1], metrics.dice_per_case(p, lab, 2)[1]
+        assert engine.state.metrics[f"val_lits/{region}_dice_global"] == pytest.approx(dg)
+        assert engine.state.metrics[f"val_lits/{region}_dice_per_case"] == pytest.approx(dpc)
+    assert engine.state.metrics["val_lits"] == engine.state.metrics["val_lits/tumour_dice_global"]
+    summary = engine.state.metric_details["val_lits"]
+    assert summary["tumour"]["cases_counted"] == 3 and summary["liver"]["cases_counted"] == 4
+    assert [r["case"] for r in summary["per_case"]] == ["case0", "case1", "case2", "case3"]
     assert {p.name for p in tmp_path.iterdir()} == {"lits_dice.json", "lits_dice.csv", "lits_dice_per_case.csv"}
+    written = json.loads((tmp_path / "lits_dice.json").read_text())
+    assert written["tumour"]["dice_global"] == pytest.approx(engine.state.metrics["val_lits"])
+    bare = Engine(lambda e, batch: None)
+    LitsDiceReport("val_lits").attach(bare)
+    with pytest.raises(KeyError, match="no LitsDiceMetric attached as 'val_lits'"):
+        bare.run([0], max_epochs=1)
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ MULTI = config_list(CONFIGS / "train.json", CONFIGS / "multi_gpu_train.json")
 # 4 training volumes, batch 1: a DistributedSampler gives each of the 2 ranks 2 of them, i.e. 2 iterations per epoch
 DDP_TINY = {**TINY_TRAIN, "n_3d_train": 4, "batch_size": 1, "epochs": 2}
 ALL_RANKS = {"LrScheduleHandler", "ValidationHandler"}  # handlers every rank needs (validation metrics all-gather)
-RANK_AWARE = {"RunCheckpointer", "LitsDiceHandler"}  # every rank loads on resume / gathers; rank 0 writes
+RANK_AWARE = {"RunCheckpointer", "LitsDiceReport"}  # every rank loads on resume / reads gathered metrics; rank 0 writes
 
 
 def torchrun(*args) -> list[str]:
