@@ -147,31 +147,29 @@ class DetectionTrainStep:
 
 
 class DetectorTrunk(nn.Module):
-    """The tensor-in / tensor-out part of a :class:`monai_acs.networks.deeplesion.DeepLesionDetector`: its 3D trunk,
-    ``(N, 1, D, H, W) -> (N, C, D, H / 16, W / 16)`` features (the detector's ``backbone``, shared, not copied).
+    """The bundle's ``network_def`` for a :class:`monai_acs.networks.deeplesion.DeepLesionDetector`: the detector's
+    modules (shared, not copied) with a tensor-in / tensor-out ``forward``, its 3D trunk,
+    ``(N, 1, D, H, W) -> (N, C, D, H / 16, W / 16)`` features.
 
-    What MONAI's ``verify_net_in_out`` and ``ckpt_export`` take as the bundle's ``network_def``, as MONAI's detection
-    bundles export the network and keep box decoding outside: the key-slice pyramid, region proposals, box and mask
-    heads stay in the detector. The state dict keeps the detector's ``backbone.`` prefix, so the detector's checkpoint
-    (``models/model.pt``) loads into it.
+    MONAI's detection bundles keep the network and the detector apart: ``network_def`` is the network that
+    ``verify_net_in_out`` runs and ``ckpt_export`` exports, and a separate ``detector`` component wraps it with
+    anchors, proposals, box and mask decoding and the losses. Here the two-stage heads need the proposals, so the
+    ``detector`` is built first and ``network_def`` is this view on it. It holds every module of the detector
+    (``backbone``, ``neck``, ``rpn``, ``roi_heads``), so its state dict has the detector's keys: a checkpoint of
+    ``train.json`` loads ``strict`` into ``inference.json``'s ``network_def`` and ``detector`` alike, and
+    ``ckpt_export`` exports all the trained weights (only the trunk is traced).
 
     Args:
-        detector: the detector whose trunk this is.
+        detector: the detector whose modules these are.
     """
 
     def __init__(self, detector: nn.Module) -> None:
         super().__init__()
-        self.backbone = detector.backbone
+        for name, module in detector.named_children():
+            self.add_module(name, module)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)
-
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Load the trunk's entries (``backbone.*``) of a trunk's or a whole detector's state dict; the detector's
-        other entries (pyramid, heads) are not part of the trunk and are left out. ``strict`` applies to the
-        trunk's own keys (a missing or mis-shaped trunk entry still raises)."""
-        own = {k: v for k, v in state_dict.items() if k.startswith("backbone.")}
-        return super().load_state_dict(own, strict=strict, assign=assign)
 
 
 class DetectionEvalStep:

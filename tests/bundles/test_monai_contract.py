@@ -166,10 +166,9 @@ def test_ckpt_export_matches_eager(bundle, tmp_path):
     parser.update(overrides)
     torch.manual_seed(0)
     network = parser.get_parsed_content("network_def").eval()
-    # the checkpoint a training run publishes: for DeepLesion the whole detector, of which network_def is a part
-    source = parser.get_parsed_content("detector_def") if "detector_def" in parser else network
+    # the checkpoint a training run publishes (for DeepLesion the whole detector: network_def has its keys)
     ckpt = tmp_path / "model.pt"
-    torch.save(source.state_dict(), ckpt)
+    torch.save(network.state_dict(), ckpt)
     ts_file = tmp_path / "model.ts"
     # DeepLesion's trunk checks its input shape with an f-string TorchScript cannot compile: traced, as MONAI allows
     trace = ["--use_trace", "true", "--input_shape", "[1,1,3,64,64]"] if bundle == "deeplesion_a3d" else []
@@ -185,3 +184,24 @@ def test_ckpt_export_matches_eager(bundle, tmp_path):
         eager = network(x)
         exported = scripted(x)
     assert torch.allclose(eager, exported, atol=1e-4), f"{bundle}: TorchScript export differs from eager"
+
+
+def test_deeplesion_checkpoint_of_train_json_loads_strict_into_inference_json():
+    """train.json and inference.json build the same network_def; the detector that trains (``network``) has its
+    state-dict keys, so a checkpoint of a training loads strict into inference's network_def and detector."""
+    configs = REPO / "bundles" / "deeplesion_a3d" / "configs"
+    nets = {}
+    for name in ("train", "inference"):
+        parser = ConfigParser()
+        parser.read_config(str(configs / f"{name}.json"))
+        parser.update({**TINY_NET["deeplesion_a3d"], **NO_PRETRAINING["deeplesion_a3d"], "device": "cpu"})
+        nets[name] = {k: parser.get_parsed_content(k) for k in ("network_def", "detector", "network")}
+    assert type(nets["train"]["network_def"]) is type(nets["inference"]["network_def"])
+    trained = nets["train"]["network"].state_dict()  # what RunCheckpointer saves and publish_model publishes
+    assert set(trained) == set(nets["train"]["network_def"].state_dict())
+    assert any(k.startswith("roi_heads.") for k in trained) and any(k.startswith("backbone.") for k in trained)
+    nets["inference"]["network_def"].load_state_dict(trained, strict=True)
+    nets["inference"]["detector"].load_state_dict(trained, strict=True)
+    x = torch.rand(1, 1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(nets["train"]["network_def"].eval()(x), nets["inference"]["network_def"].eval()(x))
