@@ -17,24 +17,13 @@ import torch
 
 from ..errors import BundleError
 from .checkpoints import clean_orphans, load_checkpoint, save_atomic
-
-try:
-    import fcntl
-except ImportError:  # Windows: publishers do not take turns
-    fcntl = None  # type: ignore[assignment]
+from .locks import flock_blocking, funlock
 
 __all__ = ["publish_best", "publish_model"]
 
 logger = logging.getLogger(__name__)
 
 _BACKUP = re.compile(r"^model_(\d{8}-\d{6}(?:-\d{6})?)(?:-\d+)?\.pt$")
-
-
-def _flock_blocking(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
 
 
 def publish_model(
@@ -70,7 +59,7 @@ def publish_model(
     weights = state.get("network", state) if isinstance(state, Mapping) else state
     if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise BundleError(f"best checkpoint {src} holds no state dict of tensors; nothing was published")
-    fd = _flock_blocking(models / ".publish.lock")
+    fd = flock_blocking(models / ".publish.lock")
     tmp_fd, new_tmp = tempfile.mkstemp(prefix=f".model.pt.pid{os.getpid()}.", suffix=".tmp", dir=models)
     os.close(tmp_fd)
     try:
@@ -103,9 +92,7 @@ def publish_model(
     finally:
         if os.path.exists(new_tmp):
             os.remove(new_tmp)
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        funlock(fd)
     return str(target)
 
 

@@ -19,12 +19,8 @@ from monai.utils import str2bool
 
 from ..errors import BundleError, RunFolderError
 from .checkpoints import clean_orphans, load_checkpoint, save_atomic
+from .locks import LOCK_FILE, lock_folder, release_folder
 from .publish import publish_best
-
-try:
-    import fcntl
-except ImportError:  # Windows: run folders are not locked
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "RUN_INFO",
@@ -41,8 +37,6 @@ __all__ = [
 
 RUN_INFO = "run.json"
 """The file in each run folder that records its settings, start and resumes (written by :func:`prepare_run_dir`)."""
-
-LOCK_FILE = ".lock"
 
 logger = logging.getLogger(__name__)
 
@@ -116,52 +110,6 @@ def _settings_difference(recorded: Mapping[str, Any], current: Mapping[str, Any]
     return [f"{k}={recorded[k]!r} (this command: {current[k]!r})" for k in keys if recorded[k] != current[k]]
 
 
-# -- folder locks ------------------------------------------------------------------------------------------------
-
-_HELD: dict[str, int] = {}
-
-
-def lock_folder(folder: str | os.PathLike) -> Path:
-    """Make this process the owner of ``folder`` until it exits (or :func:`release_folder`).
-
-    An exclusive ``flock`` on ``<folder>/.lock``: the operating system drops it when the process ends, however it
-    ends (``kill -9`` included), so a crashed run never leaves its folder stuck. Idempotent within a process.
-
-    Returns:
-        The lock file.
-
-    Raises:
-        RunFolderError: another live process holds the folder (its pid, host and start time are in the message).
-    """
-    path = Path(folder) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = str(path.resolve())
-    if key in _HELD or fcntl is None:
-        return path
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise RunFolderError(
-            f"{Path(folder)} is in use by {holder}: two commands cannot write one run folder; wait for it to finish "
-            f"or pass another --run_name"
-        ) from None
-    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
-    _HELD[key] = fd
-    return path
-
-
-def release_folder(folder: str | os.PathLike) -> None:
-    """Give up this process's ownership of ``folder`` (see :func:`lock_folder`); no-op when not held."""
-    fd = _HELD.pop(str((Path(folder) / LOCK_FILE).resolve()), None)
-    if fd is not None:
-        os.close(fd)  # closing the descriptor drops the flock
-
-
 # -- run folders -------------------------------------------------------------------------------------------------
 
 
@@ -171,6 +119,12 @@ def _read_run_info(run_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
+
+
+def _start_record() -> dict[str, Any]:
+    """When, where and how this process started a run (a ``run.json`` entry)."""
+    return {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds"),
+            "started_ns": time.time_ns(), "pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv}
 
 
 def _last_started(info: Mapping[str, Any]) -> float:
@@ -270,8 +224,7 @@ def prepare_run_dir(
     try:
         clean_orphans(run_dir)
         info = _read_run_info(run_dir)
-        now = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds"),
-               "started_ns": time.time_ns(), "pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv}
+        now = _start_record()
         if resume:
             if info is not None and current is not None:
                 diff = _settings_difference(info.get("settings", {}), current)
@@ -319,8 +272,7 @@ def record_resume(run_dir: str | os.PathLike) -> None:
         return
     folder = Path(run_dir)
     info = _read_run_info(folder) or {"run_name": folder.name}
-    now = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds"),
-           "started_ns": time.time_ns(), "pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv}
+    now = _start_record()
     info["resumed"] = [*info.get("resumed", []), now]
     save_atomic(json.dumps(info, indent=2, default=str) + "\n", folder / RUN_INFO)
 
