@@ -205,3 +205,30 @@ def test_deeplesion_checkpoint_of_train_json_loads_strict_into_inference_json():
     x = torch.rand(1, 1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(nets["train"]["network_def"].eval()(x), nets["inference"]["network_def"].eval()(x))
+
+
+@pytest.mark.parametrize("files", [("train.json",), ("inference.json",), ("train.json", "evaluate.json"),
+                                   ("train.json", "multi_gpu_train.json")], ids=lambda f: "+".join(f))
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_tracking_patch_appends_to_the_engines_handler_lists(bundle, files):
+    """``--tracking mlflow`` makes MONAI append a handler to ``train#handlers``, ``validate#handlers`` and (inference)
+    ``handlers``, and expects each engine to take that list: every config has those ids, as lists, wired in."""
+    from monai.bundle.utils import DEFAULT_HANDLERS_ID
+
+    parser = ConfigParser()
+    parser.read_config([str(REPO / "bundles" / bundle / "configs" / f) for f in files])
+    marker = {"_target_": "StatsHandler", "name": "tracking-patch"}
+    settings = {"handlers_id": DEFAULT_HANDLERS_ID,
+                "configs": {"trainer": marker, "validator": marker, "evaluator": marker, "save_execute_config": False}}
+    ConfigWorkflow.patch_bundle_tracking(parser, settings)
+    patched = 0
+    for kind, ids in DEFAULT_HANDLERS_ID.items():
+        engine = parser.get(ids["id"])
+        if engine is None:
+            continue
+        key = "train_handlers" if kind == "trainer" else "val_handlers"
+        assert engine.get(key) == "@" + ids["handlers"], f"{bundle} {files}: {ids['id']}#{key} = {engine.get(key)!r}"
+        handlers = parser.get(ids["handlers"])
+        assert isinstance(handlers, list) and handlers[-1] == marker, f"{bundle} {files}: {ids['handlers']}"
+        patched += 1
+    assert patched == (1 if files == ("inference.json",) else 2)
