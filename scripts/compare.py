@@ -104,7 +104,7 @@ def run_setting(
         return None
     cmd = [
         sys.executable, "-m", "monai.bundle", "run", "training",
-        "--config_file", str(bundle / "configs" / "train.json"),
+        "--config_file", str(bundle / "configs" / "train.json"), "--bundle_root", str(bundle),
         "--operator", operator, "--pretrained", _cli_value(bool(pretrained)),
         "--run_name", run_name, "--publish", _cli_value(False),
     ] + _overrides_to_args(overrides)

@@ -121,7 +121,7 @@ def bundle_command(*args: Any, cwd: str | os.PathLike = REPO, env: dict[str, str
 def bundle_in_process(*args: Any, cwd: str | os.PathLike | None = None) -> Any:
     """Run ``python -m monai.bundle <args>`` inside this process and return what the command returns.
 
-    ``sys.argv`` (which ``monai_acs.workflows.locate_bundle_root`` reads), the working folder, ``sys.path`` and the
+    ``sys.argv`` (which ``monai_acs.errors.check_command_line`` reads), the working folder, ``sys.path`` and the
     root logger (which the bundle's logging.conf sets up) are restored afterwards. Exceptions propagate.
     """
     import fire

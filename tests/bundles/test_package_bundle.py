@@ -88,9 +88,15 @@ def test_inference_runs_from_the_downloaded_zip(packaged, poc_data):
     inputs = packaged["tmp"] / "inputs"
     inputs.mkdir()
     shutil.copy(poc_data / "imagesVal" / "case_000.nii.gz", inputs / "case_000.nii.gz")
-    # no --models_dir / --output_dir: the model comes from, and the predictions go into, the extracted bundle
-    bundle_command("run", "--config_file", extracted / "configs" / "inference.json", *cli_args(TINY_INFER),
-                   "--input_dir", inputs, cwd=packaged["tmp"]).check()
+    # run as a zoo user does, from the extracted folder; no --bundle_root / --models_dir / --output_dir: the model
+    # comes from, and the predictions go into, the extracted bundle
+    bundle_command("run", "--config_file", "configs/inference.json", *cli_args(TINY_INFER),
+                   "--input_dir", inputs, cwd=extracted).check()
+    # from anywhere else, bundle_root must be given: refused with what to pass, nothing written
+    refused = bundle_command("run", "--config_file", extracted / "configs" / "inference.json", *cli_args(TINY_INFER),
+                             "--input_dir", inputs, cwd=packaged["tmp"])
+    assert refused.returncode != 0 and "is not a bundle folder" in refused.output, refused.tail(5)
+    assert "--bundle_root <path>" in refused.output.strip().splitlines()[-1], refused.tail(5)
     prediction = extracted / "eval" / "predictions" / "case_000_seg.nii.gz"
     assert prediction.is_file(), sorted(p.relative_to(extracted).as_posix() for p in extracted.rglob("*"))
     assert nib.load(str(prediction)).shape == nib.load(str(inputs / "case_000.nii.gz")).shape
