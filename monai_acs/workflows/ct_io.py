@@ -18,7 +18,7 @@ from .checks import check_volume
 
 logger = logging.getLogger(__name__)
 
-__all__ = ['cached_ct', 'input_stem', 'list_ct_inputs', 'load_ct', 'read_ct_volume']
+__all__ = ["cached_ct", "ct_input_items", "input_stem", "list_ct_inputs", "load_ct", "read_ct_volume"]
 
 
 def load_ct(image: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -195,3 +195,16 @@ def list_ct_inputs(source: str | os.PathLike) -> list[str]:
             "*.mhd, *.nrrd), DICOM files of one series, or sub-folders each holding one DICOM series"
         )
     return found
+
+
+def ct_input_items(source: str | os.PathLike, key: str = "image") -> list[dict[str, str]]:
+    """:func:`list_ct_inputs` as dataset items ``[{key: path}, ...]`` (an inference config's ``dataset#data``).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "ct.nii.gz"
+        >>> _ = f.write_bytes(b"")
+        >>> ct_input_items(f) == [{"image": str(f)}]
+        True
+    """
+    return [{key: path} for path in list_ct_inputs(source)]
