@@ -314,7 +314,8 @@ class Run:
     ``checkpoint_latest.pt`` (once: a corrupt one is refused before any other step), the checkpointer loads that
     state into the network, optimizer and trainer, and only then is the resume recorded (:func:`record_resume`).
 
-    Building it has no side effects: :attr:`dir` is resolved without creating anything (with ``resume`` and
+    ``initialize`` builds it (``"@training_run"``), so a bad ``bundle_root`` or schedule is refused before any
+    data is read or generated. Building it has no side effects: :attr:`dir` is resolved without creating anything (with ``resume`` and
     ``name="latest"`` it reads the ``run.json`` files, :func:`find_latest_run`); :meth:`start` creates and locks the
     folder (:func:`prepare_run_dir`).
 
