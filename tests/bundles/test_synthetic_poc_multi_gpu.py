@@ -59,7 +59,7 @@ def test_torchrun_two_ranks_train_the_same_model(tmp_path):
     dirs = {"dataset_dir": tmp_path / "data", "models_dir": tmp_path / "models", "runs_dir": tmp_path / "runs"}
     result = run_command(torchrun(
         "run", "training", "--config_file", MULTI, *cli_args(DDP_TINY), *cli_args(dirs),
-        "--rank_state_dir", tmp_path / "ranks"), cwd=tmp_path)
+        "--rank_state_dir", tmp_path / "ranks", "--bundle_root", POC), cwd=tmp_path)
     out = result.check().output
 
     rank0, rank1 = load_state(tmp_path / "ranks" / "rank0.pt"), load_state(tmp_path / "ranks" / "rank1.pt")
@@ -100,7 +100,8 @@ def test_torchrun_resume_loads_checkpoint_on_every_rank(tmp_path, poc_trained):
     result = run_command(torchrun(
         "run", "training", "--config_file", MULTI, *cli_args({**TINY_TRAIN, "epochs": 2}),
         "--dataset_dir", poc_trained.data, "--models_dir", tmp_path / "models", "--runs_dir", tmp_path / "runs",
-        "--resume", "true", "--run_name", "resumed", "--rank_state_dir", tmp_path / "ranks"), cwd=tmp_path)
+        "--resume", "true", "--run_name", "resumed", "--rank_state_dir", tmp_path / "ranks", "--bundle_root", POC),
+        cwd=tmp_path)
     out = result.check().output
     assert out.count("resumed from") == 2, "every rank must load checkpoint_latest.pt"
     assert_same_weights(load_state(tmp_path / "ranks" / "rank0.pt"), load_state(tmp_path / "ranks" / "rank1.pt"),
