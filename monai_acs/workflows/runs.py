@@ -185,7 +185,8 @@ def prepare_run_dir(
       stopped before training is reused); it records ``settings``, its start time and command line in ``run.json``.
     - ``resume=True`` with ``run_name="latest"`` means the run last started (or resumed) with the same ``settings``,
       and refuses when that run has no checkpoint (it did not get to the end of an epoch) rather than resuming an
-      older one; any resume refuses a run whose recorded settings differ from ``settings``.
+      older one; any resume refuses a run whose recorded settings differ from ``settings``. A resume is not recorded
+      here: :func:`record_resume` does it once the checkpoint has loaded.
     - Files that killed saves left in the folder (``.*.tmp``) are removed (:func:`clean_orphans`).
     - Under ``torch.distributed`` only rank 0 locks, checks and writes; the other ranks get the same path.
 
@@ -233,8 +234,8 @@ def prepare_run_dir(
                         f"resume refused: the run in {run_dir} was made with {'; '.join(diff)}; resume it with its own "
                         f"settings, or drop --resume to start a new run with these"
                     )
-            # the resume is recorded by record_resume once the checkpoint has loaded (RunCheckpointer reads it, once):
-            # a recorded resume that never ran would also change which run "latest" means
+            # recorded by record_resume once the checkpoint has loaded (Run.start reads it once, RunCheckpointer loads
+            # that state): a recorded resume that never ran would also change which run "latest" means
             if info is not None:
                 return str(run_dir)
             info = {"run_name": run_dir.name, "settings": current}
