@@ -366,3 +366,39 @@ def test_saved_files_get_the_permissions_a_plain_open_gives(tmp_path):
     plain.write_text("x")
     saved = save_atomic({"network": {}}, tmp_path / "model.pt")
     assert saved.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+def test_a_resume_reads_its_checkpoint_once_and_is_recorded_after_it_loaded(tmp_path, monkeypatch):
+    from ignite.engine import Engine
+
+    import monai_acs.workflows.checkpoints as checkpoints
+    import monai_acs.workflows.handlers as handlers
+    from monai_acs.workflows import Run, RunCheckpointer
+
+    network = torch.nn.Linear(2, 3)
+    first = Path(prepare_run_dir(tmp_path, "r", settings=SETTINGS))
+    save_atomic({"network": network.state_dict(), "epoch": 1, "iteration": 1, "best_metric": 0.5, "best_epoch": 1,
+                 "run_settings": SETTINGS}, first / "checkpoint_latest.pt")
+    release_folder(first)
+    reads = []
+    real_load = checkpoints.load_checkpoint
+    monkeypatch.setattr("monai_acs.workflows.runs.load_checkpoint",
+                        lambda *a, **k: reads.append(a) or real_load(*a, **k))
+    monkeypatch.setattr(handlers, "load_checkpoint", lambda *a, **k: pytest.fail("RunCheckpointer read the file again"))
+    run = Run(POC, runs_dir=tmp_path, name="r", resume=True, settings=SETTINGS)
+    assert run.start() == str(first) and len(reads) == 1
+    assert "resumed" not in json.loads((first / RUN_INFO).read_text()), "recorded before the checkpoint loaded"
+    trainer = Engine(lambda engine, batch: None)
+    RunCheckpointer(run=run, network=torch.nn.Linear(2, 3)).attach(trainer)
+    trainer.run([0], max_epochs=2)
+    release_folder(first)
+    assert trainer.state.epoch == 2 and len(reads) == 1
+    assert len(json.loads((first / RUN_INFO).read_text())["resumed"]) == 1
+
+    # a truncated checkpoint is refused by start(), naming it, and the resume is not recorded
+    latest = first / "checkpoint_latest.pt"
+    latest.write_bytes(latest.read_bytes()[:100])
+    before = (first / RUN_INFO).read_bytes()
+    with pytest.raises(BundleError, match=rf"cannot read checkpoint to resume {latest}: .*corrupt or truncated"):
+        Run(POC, runs_dir=tmp_path, name="r", resume=True, settings=SETTINGS).start()
+    assert (first / RUN_INFO).read_bytes() == before
