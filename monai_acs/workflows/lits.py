@@ -82,9 +82,10 @@ def write_lits_dice(summary: Mapping[str, Any], out_dir: str | os.PathLike, stem
 
 
 class LitsDiceReport:
-    """ignite handler for a MONAI evaluator: write the LiTS Dice that :class:`~monai_acs.workflows.metrics.LitsDiceMetric`
-    computed (read from ``engine.state.metric_details[metric]``, nothing is recomputed) as CSV/JSON files, and
-    optionally print the Table VI layout. Only rank 0 writes under ``torch.distributed``.
+    """ignite handler for a MONAI evaluator: write the LiTS Dice that
+    :class:`~monai_acs.workflows.metrics.LitsDiceMetric` computed (read from ``engine.state.metric_details[metric]``,
+    nothing is recomputed) as CSV/JSON files, and optionally print the Table VI layout. Only rank 0 writes under
+    ``torch.distributed``.
 
     Args:
         metric: the name the metric is attached under. Default ``"val_lits"``.

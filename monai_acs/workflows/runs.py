@@ -316,9 +316,9 @@ class Run:
     state into the network, optimizer and trainer, and only then is the resume recorded (:func:`record_resume`).
 
     ``initialize`` builds it (``"@training_run"``), so a bad ``bundle_root`` or schedule is refused before any
-    data is read or generated. Building it has no side effects: :attr:`dir` is resolved without creating anything (with ``resume`` and
-    ``name="latest"`` it reads the ``run.json`` files, :func:`find_latest_run`); :meth:`start` creates and locks the
-    folder (:func:`prepare_run_dir`).
+    data is read or generated. Building it has no side effects: :attr:`dir` is resolved without creating anything
+    (with ``resume`` and ``name="latest"`` it reads the ``run.json`` files, :func:`find_latest_run`); :meth:`start`
+    creates and locks the folder (:func:`prepare_run_dir`).
 
     Args:
         bundle_root: the bundle folder (must hold ``configs/metadata.json``).
@@ -394,7 +394,7 @@ class Run:
         return started
 
     def take_resume_state(self) -> Any:
-        """The ``checkpoint_latest.pt`` that :meth:`start` read to resume (handed over once, then forgotten), or None."""
+        """The ``checkpoint_latest.pt`` that :meth:`start` read to resume (handed over once, then dropped), or None."""
         state, self._resume_state = self._resume_state, None
         return state
 
