@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._progress import progress_enabled
+
 __all__ = ["load_2d_weights", "resolve_weights"]
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ def _from_enum(weights: Any) -> dict[str, torch.Tensor]:
         return load_checkpoint(cached, what=f"{name} weights file")
     logger.info("%s: %s is not in torchvision's cache (%s); downloading it from %s", name, file_name, cached, weights.url)
     try:
-        return weights.get_state_dict(progress=_progress_enabled(), check_hash=True, weights_only=True,
+        return weights.get_state_dict(progress=progress_enabled(), check_hash=True, weights_only=True,
                                       map_location="cpu")
     except RuntimeError as err:
         if "invalid hash value" not in str(err):
@@ -59,11 +61,6 @@ def _from_enum(weights: Any) -> dict[str, torch.Tensor]:
             f"pass a local file as the weights, or train without pretraining (bundles: --pretrained false, "
             f"LiTS: --pretraining none)"
         ) from None
-
-
-def _progress_enabled() -> bool:
-    """Progress bars are on unless ``MONAI_ACS_PROGRESS`` is ``0`` / ``false`` / ``no`` / ``off``."""
-    return os.environ.get("MONAI_ACS_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def resolve_weights(weights: Any) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .engines import LazySummaryWriter, channels_last_prepare_batch, publish_best, run_dir_path, select_prepare_batch
+from .feedback import TrainingFeedback
 from .handlers import ProgressBar, RunCheckpointer
 from .poc import pretrained_2d_weights
 from .report import MetricsReport
@@ -23,6 +24,7 @@ __all__ = [
     "MetricsReport",
     "ProgressBar",
     "RunCheckpointer",
+    "TrainingFeedback",
     "channels_last_prepare_batch",
     "default_run_name",
     "feature_mauc_report",
