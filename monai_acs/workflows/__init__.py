@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .engines import LazySummaryWriter, channels_last_prepare_batch, publish_best, run_dir_path, select_prepare_batch
+from .._progress import progress_enabled
 from .feedback import TrainingFeedback
 from .handlers import ProgressBar, RunCheckpointer
 from .poc import pretrained_2d_weights
@@ -30,6 +31,7 @@ __all__ = [
     "feature_mauc_report",
     "locate_bundle_root",
     "prepare_run_dir",
+    "progress_enabled",
     "pretrain_2d",
     "pretrained_2d_weights",
     "publish_model",
