@@ -39,7 +39,7 @@ def _from_enum(weights: Any) -> dict[str, torch.Tensor]:
     cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
     if cached.is_file():
         return load_checkpoint(cached, what=f"{name} weights file")
-    logger.info("%s: %s is not in torchvision's cache (%s); downloading it from %s", name, file_name, cached, weights.url)
+    logger.info("%s: %s is not in torchvision's cache (%s); downloading %s", name, file_name, cached, weights.url)
     try:
         return weights.get_state_dict(progress=progress_enabled(), check_hash=True, weights_only=True,
                                       map_location="cpu")

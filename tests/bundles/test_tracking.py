@@ -34,8 +34,8 @@ TRAIN = {
                      "pretrained": False},
     "lidc_cls_acs": {"max_shift": 2, "epochs": 1, "lr_milestones": [1], "batch_size": 4, "val_batch_size": 4,
                      "pretrained": False},
-    "lits_acs": {"num_workers": 0, "epochs": 1, "val_interval": 1, "batch_size": 2, "num_samples": 2, "crop_size": [16, 32, 32],
-                 "pretraining": "none"},
+    "lits_acs": {"num_workers": 0, "epochs": 1, "val_interval": 1, "batch_size": 2, "num_samples": 2,
+                 "crop_size": [16, 32, 32], "pretraining": "none"},
     "deeplesion_a3d": {"epochs": 1, "batch_size": 2, "pretrained": False, "warmup_iters": 2, "val_split": 2},
 }
 DATA = {"synthetic_poc_acs": "poc", "lidc_seg_acs": "lidc", "lidc_cls_acs": "lidc", "lits_acs": "lits",
@@ -99,8 +99,8 @@ def test_mlflow_records_training_and_inference(bundle, demo, store, tmp_path):
              "--dataset_dir", data, "--models_dir", models, "--runs_dir", tmp_path / "runs",
              "--tracking", "mlflow", "--tracking_uri", store, "--experiment_name", f"{bundle}_train",
              "--output_dir", tmp_path / "tracking"]
-    infer = ["run", "--config_file", configs / "inference.json", *cli_args({**NET[bundle], **_infer_inputs(bundle, data)}),
-             "--models_dir", models, "--output_dir", tmp_path / "predictions",
+    infer = ["run", "--config_file", configs / "inference.json",
+             *cli_args({**NET[bundle], **_infer_inputs(bundle, data)}), "--models_dir", models, "--output_dir", tmp_path / "predictions",
              "--tracking", "mlflow", "--tracking_uri", store, "--experiment_name", f"{bundle}_infer"]
     if bundle == "synthetic_poc_acs":  # the real command line, in a subprocess
         bundle_command(*train).check()

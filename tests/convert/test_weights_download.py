@@ -61,7 +61,8 @@ def test_missing_enum_file_is_downloaded_once_into_torchvisions_cache(cache, mon
 
 def test_progress_bar_switch(cache, monkeypatch):
     calls: list = []
-    monkeypatch.setattr(torch.hub, "download_url_to_file", _serving(torchvision.models.squeezenet1_1().state_dict(), calls))
+    served = torchvision.models.squeezenet1_1().state_dict()
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _serving(served, calls))
     monkeypatch.setenv("MONAI_ACS_PROGRESS", "0")
     resolve_weights(SQUEEZE)
     assert calls[0]["progress"] is False
