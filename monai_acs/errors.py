@@ -218,7 +218,7 @@ def _tracking_keys(tracking: Any) -> set[str]:
         return set()
     from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
 
-    settings = DEFAULT_EXP_MGMT_SETTINGS.get(str(tracking))
+    settings = tracking if isinstance(tracking, Mapping) else DEFAULT_EXP_MGMT_SETTINGS.get(str(tracking))
     if settings is None:
         try:
             from monai.bundle import ConfigParser

@@ -117,3 +117,13 @@ def test_mlflow_records_training_and_inference(bundle, demo, store, tmp_path):
     assert run.data.params.get("max_epochs") == "1", run.data.params
     (run,) = _runs(store, f"{bundle}_infer")
     assert run.info.status == "FINISHED" and "max_epochs" in run.data.params
+
+
+def test_command_line_check_knows_the_tracking_keys():
+    from monai_acs.errors import BundleError, check_command_line
+
+    train = str(REPO / "bundles" / "synthetic_poc_acs" / "configs" / "train.json")
+    base = ["/venv/monai/bundle/__main__.py", "run", "--config_file", train, "--tracking_uri", "sqlite:////tmp/x.db"]
+    check_command_line([*base, "--tracking", "mlflow", "--experiment_name", "e"])  # the keys --tracking adds
+    with pytest.raises(BundleError, match="unknown setting --tracking_uri"):
+        check_command_line(base)  # without --tracking the key is a typo
