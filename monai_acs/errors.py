@@ -195,6 +195,7 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
 
     config = ConfigParser.load_config_files(files)
     named = {str(overrides.get(k)) for k in ("run_id", "init_id", "final_id") if k in overrides} | set(positional)
+    named |= _tracking_keys(overrides.get("tracking"))
     top = [str(k) for k in config]
     for key, value in overrides.items():
         if key in _RUN_ARGUMENTS or key in named or _has_path(config, key.split("#")):
@@ -208,6 +209,25 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
             f"unknown setting --{key} {value}: no key {key!r} in {names}; {hint}the keys are the top-level entries of "
             f"the config files (e.g. --epochs, --learning_rate); fix the spelling or drop the option"
         )
+
+
+def _tracking_keys(tracking: Any) -> set[str]:
+    """The config keys that ``--tracking`` adds (``tracking_uri``, ``experiment_name``, ``output_dir`` ...), which a
+    command line may override: MONAI's settings for a name such as ``mlflow``, or the ``configs`` of a settings file."""
+    if tracking is None:
+        return set()
+    from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
+
+    settings = tracking if isinstance(tracking, Mapping) else DEFAULT_EXP_MGMT_SETTINGS.get(str(tracking))
+    if settings is None:
+        try:
+            from monai.bundle import ConfigParser
+
+            settings = ConfigParser.load_config_file(str(tracking))
+        except Exception:  # noqa: BLE001 - MONAI reports an unreadable tracking file itself
+            return set()
+    configs = settings.get("configs", {}) if isinstance(settings, Mapping) else {}
+    return {str(k) for k in configs} if isinstance(configs, Mapping) else set()
 
 
 def _whole_number(value: Any, name: str) -> int:

@@ -77,3 +77,19 @@ def _tests_leave_the_checkout_alone():
     after = _checkout_outputs()
     changed = sorted(p for p in after if before.get(p) != after[p]) + sorted(p for p in before if p not in after)
     assert not changed, f"tests changed files in the checkout: {changed[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def _no_network_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never touch the network: torch.hub's downloads (torchvision weights) fail as on an offline machine.
+
+    A test that proves the download path substitutes ``torch.hub.download_url_to_file`` or ``torch.hub.urlopen``.
+    """
+    import urllib.error
+
+    import torch.hub
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("tests never touch the network")
+
+    monkeypatch.setattr(torch.hub, "urlopen", offline)

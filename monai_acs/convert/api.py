@@ -272,7 +272,7 @@ def convert_to_3d(
         operator: registry key: ``"acs"`` (default), ``"mean_acs"``, ``"soft_acs"``, ``"conv2p5d"``, ``"i3d"``,
             ``"p3d"``, ``"tsm"``, ``"a3d"`` (see :func:`monai_acs.list_operators`).
         weights: 2D weights loaded into the 2D model before conversion: a state dict, a file, a torchvision
-            weights enum or its name (``"ResNet18_Weights.IMAGENET1K_V1"``, read from torchvision's cache).
+            weights enum or its name (``"ResNet18_Weights.IMAGENET1K_V1"``, read from torchvision's cache, downloaded into it once when missing).
             The converted model's parameters keep the 2D names (and, except I3D/P3D/A3D extras, shapes).
         inplace: skip the deep copy. ``model`` is then consumed: weights are loaded into it, a traced model is
             returned as a new graph module that reuses ``model``'s unconverted submodules (``Linear``, activations:

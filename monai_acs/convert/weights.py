@@ -1,7 +1,10 @@
-"""Loading 2D weights: state dicts, files (``weights_only``) and torchvision weights enums from the local cache."""
+"""Loading 2D weights: state dicts, files (``weights_only``) and torchvision weights enums (torchvision's cache,
+downloaded into it on demand)."""
 
 from __future__ import annotations
 
+import http.client
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -11,7 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._progress import progress_enabled
+
 __all__ = ["load_2d_weights", "resolve_weights"]
+
+logger = logging.getLogger(__name__)
 
 _WRAPPER_KEYS = ("state_dict", "model", "network", "net")
 # torchvision's original DenseNet checkpoints name layers "norm.1" instead of "norm1".
@@ -21,17 +28,39 @@ _DENSENET_LEGACY = re.compile(
 
 
 def _from_enum(weights: Any) -> dict[str, torch.Tensor]:
-    """Read a torchvision weights enum's file from torchvision's cache (``<torch.hub.get_dir()>/checkpoints/``,
-    i.e. ``$TORCH_HOME/hub/checkpoints/``), where ``get_state_dict`` would download it; never downloads."""
+    """A torchvision weights enum's state dict, the way torchvision gets it: from its cache
+    (``<torch.hub.get_dir()>/checkpoints/<basename of the URL>``, i.e. ``$TORCH_HOME/hub/checkpoints/``), and when the
+    file is not there, downloaded once into that cache by ``weights.get_state_dict`` (torch.hub's progress bar and
+    SHA-256 prefix check; ``weights_only=True``)."""
+    from ..workflows.runs import load_checkpoint  # names the file; never suggests weights_only=False
+
+    name = f"{type(weights).__name__}.{weights.name}"
     file_name = os.path.basename(weights.url)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
-    if not cached.is_file():
+    if cached.is_file():
+        return load_checkpoint(cached, what=f"{name} weights file")
+    logger.info("%s: %s is not in torchvision's cache (%s); downloading %s", name, file_name, cached, weights.url)
+    try:
+        return weights.get_state_dict(progress=progress_enabled(), check_hash=True, weights_only=True,
+                                      map_location="cpu")
+    except RuntimeError as err:
+        if "invalid hash value" not in str(err):
+            raise
+        raise ValueError(
+            f"{name}: the download of {weights.url} was refused, its SHA-256 does not match the file name "
+            f"{file_name} ({err}); nothing was written to {cached}. Try again (a proxy or an interrupted transfer?), "
+            f"or copy an intact {file_name} there"
+        ) from None
+    except (OSError, http.client.HTTPException) as err:
+        if cached.is_file():  # the download went through, the failure was in reading it
+            raise
         raise FileNotFoundError(
-            f"{type(weights).__name__}.{weights.name}: {file_name} is not in torchvision's cache ({cached}). "
-            f"Download it once on a machine with internet (e.g. torchvision.models.get_weight('"
-            f"{type(weights).__name__}.{weights.name}').get_state_dict()) and copy it there, or pass a local file."
-        )
-    return torch.load(cached, map_location="cpu", weights_only=True)
+            f"{name}: {file_name} is not in torchvision's cache ({cached}) and downloading it from {weights.url} "
+            f"failed ({type(err).__name__}: {err}). Offline routes: copy the file there from a machine with internet "
+            f"(torchvision.models.get_weight('{name}').get_state_dict() downloads it into that machine's cache), "
+            f"pass a local file as the weights, or train without pretraining (bundles: --pretrained false, "
+            f"LiTS: --pretraining none)"
+        ) from None
 
 
 def resolve_weights(weights: Any) -> dict[str, torch.Tensor]:
@@ -40,15 +69,18 @@ def resolve_weights(weights: Any) -> dict[str, torch.Tensor]:
     Args:
         weights: a state dict; a path to one (read with ``torch.load(..., weights_only=True)``; a checkpoint
             wrapping it under ``state_dict`` / ``model`` / ``network`` is unwrapped); a torchvision weights enum;
-            or the enum's name such as ``"ResNet18_Weights.IMAGENET1K_V1"`` (read from torchvision's cache).
+            or the enum's name such as ``"ResNet18_Weights.IMAGENET1K_V1"`` (read from torchvision's cache; a file
+            not there yet is downloaded into it once, with torch.hub's progress bar and hash check).
 
     Returns:
         The state dict (legacy DenseNet key names are modernised).
 
     Raises:
-        FileNotFoundError: a path or a cached enum file does not exist (the message names the expected path).
+        FileNotFoundError: a path does not exist, or an enum's file is neither cached nor downloadable (the message
+            names the cache path, the URL and the offline routes).
         ValueError: a file is corrupt or truncated, or holds Python objects besides tensors (refused unread; the
-            message names the file).
+            message names the file); a download whose SHA-256 does not match the enum's file name (refused, nothing
+            cached).
         TypeError: the argument is none of the above.
     """
     from torchvision.models import WeightsEnum, get_weight

@@ -307,7 +307,7 @@ def deeplesion_backbone(
             fusion), ``"i3d"``, ``"p3d"``, ``"tsm"`` (any registered key is accepted).
         num_slices: the input depth D (3 or 7 in the papers). Default 7.
         weights: 2D DenseNet weights loaded before conversion: ``"DenseNet121_Weights.IMAGENET1K_V1"`` (from
-            torchvision's local cache, nothing is downloaded), a torchvision weights enum, a file or a state dict
+            torchvision's cache, downloaded into it once when missing), a torchvision weights enum, a file or a state dict
             of ``densenet121`` (classifier and the layers after dense block 3 are ignored; the RGB first kernel is
             summed to one channel). None: random initialisation ("r."). Default None.
         in_channels: input channels. Default 1.

@@ -51,7 +51,7 @@ __all__ = [
 #: The backbones :func:`build_lidc_seg_net` / :func:`build_lidc_cls_net` accept.
 LIDC_BACKBONES: tuple[str, ...] = ("resnet18", "vgg16", "vgg16_bn", "densenet121")
 
-#: torchvision's ImageNet weights of each backbone (read from torchvision's cache, never downloaded).
+#: torchvision's ImageNet weights of each backbone (torchvision's cache; downloaded into it once when missing).
 LIDC_IMAGENET_WEIGHTS: dict[str, str] = {
     "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
     "vgg16": "VGG16_Weights.IMAGENET1K_V1",

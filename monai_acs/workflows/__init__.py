@@ -5,6 +5,8 @@ from __future__ import annotations
 from .checkpoints import check_checkpoint, save_atomic
 from .checks import require_dataset_dir
 from .engines import LazySummaryWriter, PrepareBatch, channels_last_prepare_batch
+from .._progress import progress_enabled
+from .feedback import TrainingFeedback
 from .handlers import ProgressBar, RunCheckpointer
 from .poc import pretrained_2d_weights
 from .publish import publish_best, publish_model
@@ -19,6 +21,7 @@ __all__ = [
     "ProgressBar",
     "Run",
     "RunCheckpointer",
+    "TrainingFeedback",
     "channels_last_prepare_batch",
     "check_checkpoint",
     "check_bundle_root",
@@ -26,6 +29,7 @@ __all__ = [
     "feature_mauc_report",
     "find_latest_run",
     "prepare_run_dir",
+    "progress_enabled",
     "pretrain_2d",
     "pretrained_2d_weights",
     "publish_best",

@@ -92,7 +92,7 @@ _UMASK = _current_umask()
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` (or write text for ``str``) into a temporary file in the same folder, then rename it.
+    """``torch.save`` (or write text for ``str``, the bytes of ``bytes``) into a temporary file in the same folder, then rename it.
 
     The temporary file is ``.<name>.pid<pid>.<random>.tmp``: a reader never sees a half-written file, and a save
     killed half-way leaves a file that :func:`clean_orphans` recognises as its dead writer's.
@@ -104,6 +104,8 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     try:
         if isinstance(obj, str):
             Path(tmp).write_text(obj)
+        elif isinstance(obj, bytes):
+            Path(tmp).write_bytes(obj)
         else:
             torch.save(obj, tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a saved file gets the permissions open() gives

@@ -121,13 +121,16 @@ class DetectionTrainStep:
         grad_clip_norm: maximal gradient norm (35 in the reference configuration); None disables. Default None.
 
     Returns (per call):
-        ``{"loss": total, <each loss>: value}`` as detached tensors (the engine output).
+        The engine output in MONAI's decollated form, one dict per image, each holding the batch's
+        ``{"loss": total, <each loss>: value}`` as detached tensors (the loss replicated as MONAI's trainers do), so
+        handlers that read ``from_engine(["loss"], first=True)`` -- MONAI's ``MLFlowHandler`` under ``--tracking
+        mlflow``, ``StatsHandler`` -- get the total loss.
     """
 
     def __init__(self, grad_clip_norm: float | None = None) -> None:
         self.grad_clip_norm = grad_clip_norm
 
-    def __call__(self, engine: Engine, batch: Sequence[Mapping[str, Any]]) -> dict[str, Tensor]:
+    def __call__(self, engine: Engine, batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Tensor]]:
         images, targets = _to_device(batch, engine.state.device, True)
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
@@ -142,7 +145,8 @@ class DetectionTrainStep:
         if self.grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(engine.network.parameters(), float(self.grad_clip_norm))
         engine.optimizer.step()
-        return {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
+        out = {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
+        return [out for _ in images]
 
 
 class DetectorTrunk(nn.Module):

@@ -11,6 +11,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.utils import str2bool
 
+from .._progress import progress_enabled
 from ..errors import BundleError
 from .checkpoints import capture_rng_state, load_checkpoint, load_weights, restore_rng_state, save_atomic
 from .runs import normalize_settings, record_resume
@@ -189,6 +190,9 @@ class ProgressBar:
     Args:
         output_transform: maps the engine output to the value(s) shown. Default: the first sample's ``loss``.
         desc: label of the bar. Default ``"train"``.
+
+    Note:
+        ``MONAI_ACS_PROGRESS=0`` (or ``TQDM_DISABLE=1``) leaves the bar out, for log files.
     """
 
     def __init__(self, output_transform: Callable | None = None, desc: str = "train") -> None:
@@ -196,12 +200,14 @@ class ProgressBar:
         self.desc = desc
 
     def attach(self, engine: Engine) -> None:
+        if not progress_enabled():  # MONAI_ACS_PROGRESS=0 / TQDM_DISABLE=1: log files without bars
+            return
         from ignite.handlers import ProgressBar as IgniteBar
 
         IgniteBar(persist=True, desc=self.desc).attach(engine, output_transform=self.output_transform)
 
 
 def _loss_of(output: Any) -> dict[str, float]:
-    item = output[0] if isinstance(output, (list, tuple)) else output
-    loss = item.get("loss") if isinstance(item, dict) else item
+    item = output[0] if isinstance(output, (list, tuple)) and output else output
+    loss = item.get("loss") if isinstance(item, dict) else None  # evaluators' outputs hold no loss: a plain counter
     return {"loss": float(loss)} if loss is not None else {}
