@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import yaml
 
+import monai.bundle
 import monai_acs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,24 +171,38 @@ def test_zoo_user_runs_the_shipped_model_outside_the_checkout(dists):
     bundle = tmp / "zoo" / "synthetic_poc_acs"
     assert _sha256(bundle / "models" / "model.pt") == _shipped_model_entry()["hash_val"]
 
+    # the zoo's own reading of large_files.yml: the shipped file is there with its hash, so nothing is downloaded
+    monai.bundle.download_large_files(bundle_path=str(bundle))
+
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env.update(PYTHONPATH=str(site), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1",
                CUDA_VISIBLE_DEVICES="")
-    # the zoo's own check of large_files.yml: the shipped file is there with its hash, so nothing is downloaded
-    _run([sys.executable, "-c", _RUN_AS_ZOO_USER, site, "download_large_files", "--bundle_path", "."], cwd=bundle,
-         env=env)
     output = _run([sys.executable, "-c", _RUN_AS_ZOO_USER, site, "run", "--config_file", "configs/inference.json"],
                   cwd=bundle, env=env)
     assert f"monai_acs {monai_acs.__version__} from {site.resolve()}" in output
 
-    predictions = sorted((bundle / "eval" / "predictions").glob("*_seg.nii.gz"))
+    _check_sample_predictions(bundle / "eval" / "predictions", bundle / "sample_data", output)
+
+
+def test_poc_inference_from_the_repository_root_uses_the_shipped_model(tmp_path):
+    # what a fresh clone runs right after setup (outputs redirected: tests never write into the checkout)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    output = _run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
+                   "bundles/synthetic_poc_acs/configs/inference.json", "--output_dir", tmp_path / "pred"],
+                  cwd=REPO, env=env)
+    _check_sample_predictions(tmp_path / "pred", POC / "sample_data", output)
+
+
+def _check_sample_predictions(pred_dir: Path, sample_dir: Path, output: str) -> None:
+    """One label map per sample volume, of its shape, with the bundle's classes, and the shipped model's Dice."""
+    predictions = sorted(pred_dir.glob("*_seg.nii.gz"))
     assert [p.name for p in predictions] == ["case_000_seg.nii.gz", "case_001_seg.nii.gz"], output[-2000:]
     dice = []
     for pred_file in predictions:
         case = pred_file.name.replace("_seg", "")
         pred = np.asarray(nib.load(str(pred_file)).dataobj)
-        label = np.asarray(nib.load(str(bundle / "sample_data" / "labels" / case)).dataobj)
-        assert pred.shape == label.shape == nib.load(str(bundle / "sample_data" / case)).shape
+        label = np.asarray(nib.load(str(sample_dir / "labels" / case)).dataobj)
+        assert pred.shape == label.shape == nib.load(str(sample_dir / case)).shape
         assert set(np.unique(pred).tolist()) <= set(range(NUM_CLASSES))
         for c in np.unique(label[label > 0]):
             dice.append(2 * np.sum((pred == c) & (label == c)) / (np.sum(pred == c) + np.sum(label == c)))
