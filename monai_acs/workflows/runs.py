@@ -481,6 +481,7 @@ def publish_model(
     try:
         clean_orphans(models, recursive=False)
         torch.save(dict(weights), new_tmp)  # complete before anything moves
+        os.chmod(new_tmp, 0o666 & ~_UMASK)  # as save_atomic: not mkstemp's 0600
         if target.exists():
             stamp = datetime.datetime.fromtimestamp(target.stat().st_mtime, datetime.timezone.utc)
             base = stamp.strftime("%Y%m%d-%H%M%S-%f")
