@@ -4,10 +4,11 @@ Usage (from the repository root):
 
     python scripts/package_bundle.py bundles/synthetic_poc_acs [--out dist] [--overwrite true]
 
-The zip holds ``<name>/configs/``, ``docs/``, ``scripts/`` (if any), ``LICENSE``, ``large_files.yml`` and
-``models/`` with the released weights when present (``model.pt``, ``model.ts``). Data, run folders, evaluation
-outputs, caches, hidden files and every other file under ``models/`` (2D pretraining weights, backups of earlier
-models) stay out. The version comes from ``configs/metadata.json``. A user gets it back with
+The zip holds ``<name>/configs/``, ``docs/``, ``scripts/`` and ``sample_data/`` (if any), ``LICENSE``,
+``large_files.yml`` and ``models/`` with the released weights when present (``model.pt``, ``model.ts``). Data,
+run folders, evaluation outputs, caches, hidden files and every other file under ``models/`` (2D pretraining
+weights, backups of earlier models) stay out. The zip gets the permissions a plain ``open()`` gives (0666 less the
+umask), its files 0644 and its folders 0755. The version comes from ``configs/metadata.json``. A user gets it back with
 ``monai.bundle.download(name=<name>, url=<zip url>, bundle_dir=...)`` (which unzips it) and runs its configs from
 the extracted folder.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import fire
 
-INCLUDED = ("configs", "docs", "scripts", "LICENSE", "large_files.yml")
+INCLUDED = ("configs", "docs", "scripts", "sample_data", "LICENSE", "large_files.yml")
 """Top-level entries of a bundle that go into the zip (those present), besides ``models/``."""
 
 WEIGHTS = ("model.pt", "model.ts")
@@ -31,6 +32,14 @@ WEIGHTS = ("model.pt", "model.ts")
 
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # every entry gets the same timestamp: the same bundle gives the same zip
+_FILE_MODE = 0o100644 << 16  # regular file, rw-r--r--
+_DIR_MODE = (0o040755 << 16) | 0x10  # directory, rwxr-xr-x, plus the MS-DOS directory flag
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _version(bundle: Path) -> str:
@@ -110,12 +119,15 @@ def package_bundle(bundle: str, out: str = "dist", overwrite: bool = False) -> s
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             folders = sorted({str(Path(arcname).parent) for _, arcname in pairs} | {f"{root.name}/models"})
             for folder in folders:  # explicit folder entries, so an empty models/ survives extraction
-                archive.writestr(zipfile.ZipInfo(f"{folder}/", date_time=_FIXED_TIME), b"")
+                info = zipfile.ZipInfo(f"{folder}/", date_time=_FIXED_TIME)
+                info.external_attr = _DIR_MODE
+                archive.writestr(info, b"")
             for path, arcname in pairs:
                 info = zipfile.ZipInfo(arcname, date_time=_FIXED_TIME)
                 info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16
+                info.external_attr = _FILE_MODE
                 archive.writestr(info, path.read_bytes())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600: other users could not read the release
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

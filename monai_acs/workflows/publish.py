@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import BundleError
-from .checkpoints import clean_orphans, load_checkpoint, save_atomic
+from .checkpoints import _UMASK, clean_orphans, load_checkpoint, save_atomic
 from .locks import flock_blocking, funlock
 
 __all__ = ["publish_best", "publish_model"]
@@ -65,6 +65,7 @@ def publish_model(
     try:
         clean_orphans(models, recursive=False)
         torch.save(dict(weights), new_tmp)  # complete before anything moves
+        os.chmod(new_tmp, 0o666 & ~_UMASK)  # as save_atomic: not mkstemp's 0600
         if target.exists():
             stamp = datetime.datetime.fromtimestamp(target.stat().st_mtime, datetime.timezone.utc)
             base = stamp.strftime("%Y%m%d-%H%M%S-%f")

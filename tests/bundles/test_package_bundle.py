@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import zipfile
@@ -51,11 +52,21 @@ def test_zip_has_model_zoo_layout(packaged):
     files = {n for n in names if not n.endswith("/")}
     expected = {f"{NAME}/configs/{p.name}" for p in (POC / "configs").iterdir() if p.is_file()}
     expected |= {f"{NAME}/LICENSE", f"{NAME}/large_files.yml", f"{NAME}/models/model.pt", f"{NAME}/models/model.ts"}
-    expected |= {f"{NAME}/docs/{p.relative_to(POC / 'docs').as_posix()}" for p in (POC / "docs").rglob("*")
-                 if p.is_file() and not p.name.startswith(".")}
+    for folder in ("docs", "sample_data"):
+        expected |= {f"{NAME}/{p.relative_to(POC).as_posix()}" for p in (POC / folder).rglob("*")
+                     if p.is_file() and not p.name.startswith(".")}
+    assert f"{NAME}/sample_data/case_000.nii.gz" in expected
     assert files == expected, f"extra: {sorted(files - expected)}, missing: {sorted(expected - files)}"
     assert f"{NAME}/models/" in names  # the folder entry, so an empty models/ still extracts
     assert all(n.startswith(f"{NAME}/") for n in names)
+
+
+def test_zip_permissions_follow_the_umask(packaged):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert packaged["zip"].stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+    for info in zipfile.ZipFile(packaged["zip"]).infolist():
+        assert (info.external_attr >> 16) & 0o777 == (0o755 if info.is_dir() else 0o644), info.filename
 
 
 def test_refuses_to_overwrite_a_release(packaged):

@@ -366,6 +366,8 @@ def test_saved_files_get_the_permissions_a_plain_open_gives(tmp_path):
     plain.write_text("x")
     saved = save_atomic({"network": {}}, tmp_path / "model.pt")
     assert saved.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    published = Path(publish_model(saved, tmp_path / "models"))  # the model inference loads and bundles ship
+    assert published.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
 def test_a_resume_reads_its_checkpoint_once_and_is_recorded_after_it_loaded(tmp_path, monkeypatch):
