@@ -290,7 +290,18 @@ def run_conv_views(
         out = outputs[0]
     else:
         out = torch.cat(outputs, dim=1)
+    if not torch.jit.is_scripting():
+        out = _answer_in_rule_layout(out, x)
     return _keep_channels_last(out, x)
+
+
+@torch.jit.unused
+def _answer_in_rule_layout(out: Tensor, x: Tensor) -> Tensor:
+    """``out`` in channels_last_3d where the layout rule computes in it, also when the input was laid out both ways
+    (one channel, as a network's first layer gets; or 1 x 1 planes), for which the convolution answers contiguous."""
+    if _prefers_channels_last(x) and out.dim() == 5 and not out.is_contiguous(memory_format=_CHANNELS_LAST):
+        return out.contiguous(memory_format=_CHANNELS_LAST)
+    return out
 
 
 def _keep_channels_last(out: Tensor, input: Tensor) -> Tensor:
@@ -476,7 +487,7 @@ def _split_views_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stri
     the node saves the caller's tensor, and its backward lays it out again (see :func:`_split_views_backward`).
     """
     x = _preferred_layout(x)
-    fmt = _memory_format(x)
+    fmt = _computing_format(x)  # channels-last also for an input that is both (one channel, or 1 x 1 planes)
     out: Optional[Tensor] = None
     for w_start, w_stop, dim, _, _, groups, _, pad, _, dil in plans:
         b = bias[w_start:w_stop] if bias is not None else None
@@ -995,7 +1006,9 @@ class _MixThenConv(torch.autograd.Function):
         _, _, dim, _, _, groups, _, pad, _, dil = plan
         x = x.contiguous()  # the mix's layout: a channels_last_3d input is copied once, here, and that copy is kept
         # the conv in the layout of the layout rule (channels-last on CPU float32: the output stays in it)
-        y = F.conv3d(_preferred_layout(_a3d_mix(x, fusion)), weight.unsqueeze(dim), bias, stride, pad, dil, groups)
+        mixed = _preferred_layout(_a3d_mix(x, fusion))
+        y = _answer_in_rule_layout(F.conv3d(mixed, weight.unsqueeze(dim), bias, stride, pad, dil, groups), mixed)
+        del mixed
         ctx.save_for_backward(x, fusion, weight)
         ctx.stride, ctx.plan, ctx.has_bias = stride, plan, bias is not None
         return y
