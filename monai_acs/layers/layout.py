@@ -27,6 +27,7 @@ __all__ = ["keep_channels_last"]
 _CL = torch.channels_last_3d
 
 
+@torch.jit.unused
 def _is_cl_cpu_float(x: Tensor) -> bool:
     return (x.dim() == 5 and x.device.type == "cpu" and x.dtype == torch.float32 and not x.is_contiguous()
             and x.is_contiguous(memory_format=_CL) and not torch.is_autocast_enabled("cpu"))
@@ -36,30 +37,42 @@ class ChannelsLastInstanceNorm3d(nn.InstanceNorm3d):
     """``nn.InstanceNorm3d`` that keeps a channels-last CPU float32 input channels-last (see the module docstring)."""
 
     def forward(self, input: Tensor) -> Tensor:
-        if not self.track_running_stats and _is_cl_cpu_float(input):
-            return F.group_norm(input, input.shape[1], self.weight, self.bias, self.eps)
-        return super().forward(input)
+        if not torch.jit.is_scripting():  # eager only; TorchScript runs nn.InstanceNorm3d's own forward
+            if not self.track_running_stats and _is_cl_cpu_float(input):
+                return F.group_norm(input, input.shape[1], self.weight, self.bias, self.eps)
+        # nn.InstanceNorm3d's computation (TorchScript has no super())
+        return F.instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                               self.training or not self.track_running_stats,
+                               self.momentum if self.momentum is not None else 0.0, self.eps)
 
 
 class ChannelsLastAvgPool3d(nn.AvgPool3d):
     """``nn.AvgPool3d`` with a 1-deep window that keeps a channels-last CPU float32 input channels-last."""
 
     def forward(self, input: Tensor) -> Tensor:
-        if _is_cl_cpu_float(input) and self._folds():
-            n, c, d, h, w = input.shape
-            # (N, D, C, H, W) -> (N * D, C, H, W): a view of channels-last memory, itself a channels-last 2D tensor
-            flat = input.permute(0, 2, 1, 3, 4).reshape(n * d, c, h, w)
-            k, s, p = self._triple(self.kernel_size), self._triple(self.stride or self.kernel_size), \
-                self._triple(self.padding)
-            out = F.avg_pool2d(flat, k[1:], s[1:], p[1:], self.ceil_mode, self.count_include_pad,
-                               self.divisor_override)
-            return out.reshape(n, d, c, *out.shape[2:]).permute(0, 2, 1, 3, 4)
-        return super().forward(input)
+        if not torch.jit.is_scripting():  # eager only; TorchScript runs nn.AvgPool3d's own computation
+            if _is_cl_cpu_float(input) and self._folds():
+                return self._folded(input)
+        # nn.AvgPool3d's computation (TorchScript has no super())
+        return F.avg_pool3d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                            self.divisor_override)
+
+    @torch.jit.unused
+    def _folded(self, input: Tensor) -> Tensor:
+        n, c, d, h, w = input.shape
+        # (N, D, C, H, W) -> (N * D, C, H, W): a view of channels-last memory, itself a channels-last 2D tensor
+        flat = input.permute(0, 2, 1, 3, 4).reshape(n * d, c, h, w)
+        k, s, p = self._triple(self.kernel_size), self._triple(self.stride or self.kernel_size), \
+            self._triple(self.padding)
+        out = F.avg_pool2d(flat, k[1:], s[1:], p[1:], self.ceil_mode, self.count_include_pad, self.divisor_override)
+        return out.reshape(n, d, c, *out.shape[2:]).permute(0, 2, 1, 3, 4)
 
     @staticmethod
+    @torch.jit.unused
     def _triple(value) -> tuple:
         return tuple(value) if isinstance(value, (tuple, list)) else (value,) * 3
 
+    @torch.jit.unused
     def _folds(self) -> bool:
         k, s, p = self._triple(self.kernel_size), self._triple(self.stride or self.kernel_size), \
             self._triple(self.padding)

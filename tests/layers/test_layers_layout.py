@@ -83,3 +83,12 @@ def test_poc_unet_switches_layout_once(operator):
     # after the first layers (which read the one-channel batch), every convolution is fed channels-last
     late = [x for x in inputs if x.shape[1] > 1]
     assert late and all(_is_cl(x) for x in late)
+
+
+def test_swapped_modules_script_and_agree():
+    # `monai.bundle ckpt_export` scripts the networks: the swapped classes script (running the parent's computation)
+    net = keep_channels_last(nn.Sequential(nn.InstanceNorm3d(4, affine=True), nn.AvgPool3d((1, 2, 2))))
+    x = torch.randn(1, 4, 3, 4, 4)
+    scripted = torch.jit.script(net)
+    torch.testing.assert_close(scripted(x), net(x))
+    torch.testing.assert_close(scripted(x), net(x.contiguous(memory_format=CL)), rtol=1e-5, atol=1e-5)
