@@ -6,6 +6,7 @@ from .a3d import A3DConv
 from .acs import ACSConv, Conv2p5d, MeanACSConv, SoftACSConv
 from .functional import a3d_fuse, acs_conv3d, acs_conv_transpose3d, default_split, mean_acs_conv3d, tsm_shift
 from .fusion import I3DConv, P3DConv, TSMConv, inflate_conv_weight
+from .layout import keep_channels_last
 from .registry import OperatorSpec, get_operator, list_operators, register_operator
 from .transposed import ACSConvTranspose
 
@@ -26,6 +27,7 @@ __all__ = [
     "default_split",
     "get_operator",
     "inflate_conv_weight",
+    "keep_channels_last",
     "list_operators",
     "mean_acs_conv3d",
     "register_operator",

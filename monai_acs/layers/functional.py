@@ -256,9 +256,9 @@ def run_conv_views(
     if len(mode_pad) > 0:
         x = F.pad(x, mode_pad, mode=padding_mode)
     if not torch.jit.is_scripting():
-        x = _preferred_layout(x)
-        if not mean and _fast_views_eligible(x, plans):
+        if not mean and _fast_views_eligible(x, plans):  # re-lays the input out itself, and keeps only the caller's
             return _fast_conv_views(x, weight, bias, stride, plans)
+        x = _preferred_layout(x)
     outputs: List[Tensor] = []
     for i, plan in enumerate(plans):
         w_start, w_stop, dim, in_start, in_stop, groups, crop, pad, extra, dil = plan
@@ -290,7 +290,18 @@ def run_conv_views(
         out = outputs[0]
     else:
         out = torch.cat(outputs, dim=1)
+    if not torch.jit.is_scripting():
+        out = _answer_in_rule_layout(out, x)
     return _keep_channels_last(out, x)
+
+
+@torch.jit.unused
+def _answer_in_rule_layout(out: Tensor, x: Tensor) -> Tensor:
+    """``out`` in channels_last_3d where the layout rule computes in it, also when the input was laid out both ways
+    (one channel, as a network's first layer gets; or 1 x 1 planes), for which the convolution answers contiguous."""
+    if _prefers_channels_last(x) and out.dim() == 5 and not out.is_contiguous(memory_format=_CHANNELS_LAST):
+        return out.contiguous(memory_format=_CHANNELS_LAST)
+    return out
 
 
 def _keep_channels_last(out: Tensor, input: Tensor) -> Tensor:
@@ -404,11 +415,13 @@ def _mkldnn_accumulate_ok() -> bool:
     return _accumulate_checked[0]
 
 
-def _can_use_onednn(x: Tensor, weight: Tensor, stride: List[int]) -> bool:
-    """CPU float32 channels_last_3d with stride 1, where the oneDNN ops of the backward below are checked exact."""
+def _can_use_onednn(x: Tensor, weight: Tensor, stride: List[int], fmt: Optional[torch.memory_format] = None) -> bool:
+    """CPU float32 channels_last_3d with stride 1, where the oneDNN ops of the backward below are checked exact
+    (``fmt``: the layout the backward computes in, default ``x``'s)."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
-    if any(s != 1 for s in stride) or _memory_format(x) != _CHANNELS_LAST or not torch.backends.mkldnn.enabled:
+    fmt = _memory_format(x) if fmt is None else fmt
+    if any(s != 1 for s in stride) or fmt != _CHANNELS_LAST or not torch.backends.mkldnn.enabled:
         return False
     return _mkldnn_accumulate_ok()
 
@@ -460,10 +473,21 @@ def _unflat_plans(flat: Sequence[int]) -> List[ViewPlan]:
     return plans
 
 
+def _computing_format(x: Tensor) -> torch.memory_format:
+    """The layout the fused ACS node computes and answers in for input ``x``: the layout rule's
+    (:func:`_prefers_channels_last`), else the caller's."""
+    return _CHANNELS_LAST if _prefers_channels_last(x) else _memory_format(x)
+
+
 def _split_views_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
                          plans: List[ViewPlan]) -> Tensor:
-    """Each view's output written into one preallocated tensor in the input's layout (no ``torch.cat``)."""
-    fmt = _memory_format(x)
+    """Each view's output written into one preallocated tensor in the computing layout (no ``torch.cat``).
+
+    A contiguous input that the layout rule wants channels-last is copied here, and the copy dies with this call:
+    the node saves the caller's tensor, and its backward lays it out again (see :func:`_split_views_backward`).
+    """
+    x = _preferred_layout(x)
+    fmt = _computing_format(x)  # channels-last also for an input that is both (one channel, or 1 x 1 planes)
     out: Optional[Tensor] = None
     for w_start, w_stop, dim, _, _, groups, _, pad, _, dil in plans:
         b = bias[w_start:w_stop] if bias is not None else None
@@ -477,81 +501,159 @@ def _split_views_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stri
     return out
 
 
+def _view_kernel_grad(g: Tensor, x: Tensor, w: Tensor, stride: List[int], pad: List[int], dil: List[int],
+                      groups: int, q: Optional[List[int]], swapped: bool) -> Tensor:
+    """One view's kernel gradient, shaped like ``w`` (the one place that builds this ``convolution_backward`` call).
+
+    ``swapped`` (stride 1, oneDNN, ``q`` the flipped kernel's padding): the kernel gradient of the input gradient's
+    forward conv, with the roles of ``x`` and ``g`` swapped; oneDNN runs it faster with few input channels, much
+    slower with >= 128 input channels and < 32 view channels (measured, see docs/benchmarks.md).
+    """
+    if swapped and q is not None:
+        flipped = w.flip(2, 3, 4).transpose(0, 1)
+        gw = torch.ops.aten.convolution_backward(
+            x, g, flipped, None, [1, 1, 1], q, dil, False, [0, 0, 0], 1, [False, True, False]
+        )[1]
+        return gw.flip(2, 3, 4).transpose(0, 1)
+    return torch.ops.aten.convolution_backward(
+        g, x, w, None, stride, pad, dil, False, [0, 0, 0], groups, [False, True, False]
+    )[1]
+
+
+def _fold_planes(t: Tensor, d: int, rest: List[int]) -> Tensor:
+    """(N, C, ...) with dim ``d`` folded into the batch: a channels-last 2D tensor (N * t.shape[d], C, *rest), in
+    one copy (whatever ``t``'s layout)."""
+    folded = t.permute(0, d, rest[0], rest[1], 1).contiguous()  # (N, planes, rest0, rest1, C)
+    return folded.view(-1, *folded.shape[2:]).permute(0, 3, 1, 2)
+
+
+def _folded_kernel_grad(g: Tensor, x: Tensor, w: Tensor, stride: List[int], pad: List[int], dil: List[int],
+                        axis: int) -> Tensor:
+    """The kernel gradient of a strided view that reads every stride-th plane of ``axis`` (its kernel is 1 wide,
+    unpadded there), as the 2D convolution it is: those planes folded into the batch, channels-last 2D.
+
+    oneDNN's 3D strided kernel gradient of the coronal and sagittal views runs 4-13x slower than the axial view's
+    (docs/benchmarks.md, the strided breakdown); folded, each is an axial-like 2D problem. The folded copy of the
+    sampled planes (half the input at stride 2) is freed before the input gradient is allocated (two passes in
+    :func:`_split_views_backward`).
+    """
+    d = 2 + axis
+    n, o = g.shape[0], g.shape[1]
+    index: List[slice] = [slice(None)] * 5
+    index[d] = slice(None, None, stride[axis])
+    rest = [a for a in (2, 3, 4) if a != d]
+    xs, gs = _fold_planes(x[tuple(index)], d, rest), _fold_planes(g, d, rest)
+    other = [a - 2 for a in rest]
+    gw = torch.ops.aten.convolution_backward(
+        gs, xs, w.squeeze(d), None, [stride[a] for a in other], [pad[a] for a in other], [dil[a] for a in other],
+        False, [0, 0], 1, [False, True, False],
+    )[1]
+    return gw.unsqueeze(d)
+
+
+def _view_input_grad(grad_x: Optional[Tensor], g: Tensor, x_shape: List[int], fmt: torch.memory_format, w: Tensor,
+                     stride: List[int], pad: List[int], dil: List[int], groups: int, q: Optional[List[int]],
+                     dtype: torch.dtype) -> Tensor:
+    """Add one view's input gradient into ``grad_x`` (or start it when None) and return the buffer."""
+    if q is not None:
+        # stride 1: the input gradient of this view is the forward conv of g with the flipped kernel (C output
+        # channels, so oneDNN's 16-channel blocking wastes nothing), added in place into one buffer
+        flipped = w.flip(2, 3, 4).transpose(0, 1)
+        if grad_x is None:
+            return torch.ops.mkldnn._convolution_pointwise(g, flipped, None, q, [1, 1, 1], dil, 1, "none", [], None)
+        torch.ops.mkldnn._convolution_pointwise_(grad_x, g, flipped, None, q, [1, 1, 1], dil, 1, "add", None, None,
+                                                 [], None)
+        return grad_x
+    sampled = _sampled_axes(w, stride, pad) if grad_x is not None else []
+    if not sampled:  # (the empty tensor only gives the input's shape and layout: its pages are never touched)
+        gx = torch.ops.aten.convolution_backward(
+            g, torch.empty(x_shape, dtype=dtype, device=g.device, memory_format=fmt), w, None, stride, pad, dil,
+            False, [0, 0, 0], groups, [True, False, False]
+        )[0]
+        if grad_x is None:
+            return gx
+        return grad_x.add_(gx)
+    assert grad_x is not None
+    # a strided view whose kernel is 1 wide on a strided axis (axial on D, coronal on H, sagittal on W) reads only
+    # every stride-th input plane there: its input gradient is that of a conv on those planes alone, added into
+    # them. Each output plane on that axis reads one input plane, so it runs in chunks of planes: the temporary is
+    # a chunk's, not an input-sized one per view
+    a0 = sampled[0]
+    like_shape, sub_stride = list(x_shape), list(stride)
+    index: List[slice] = [slice(None)] * 5
+    for a in sampled:
+        like_shape[2 + a], sub_stride[a], index[2 + a] = g.shape[2 + a], 1, slice(None, None, stride[a])
+    for o0, o1 in _plane_chunks(g.shape[2 + a0]):
+        like_shape[2 + a0] = o1 - o0
+        like = torch.empty(like_shape, dtype=dtype, device=g.device, memory_format=fmt)  # only its shape is read
+        gx = torch.ops.aten.convolution_backward(
+            g.narrow(2 + a0, o0, o1 - o0), like, w, None, sub_stride, pad, dil, False, [0, 0, 0], groups,
+            [True, False, False],
+        )[0]
+        index[2 + a0] = slice(o0 * stride[a0], o1 * stride[a0], stride[a0])
+        grad_x[tuple(index)].add_(gx)
+        del gx, like
+    return grad_x
+
+
+_SAMPLED_CHUNKS = 4  # chunks of output planes for the strided views' sampled-plane gradients (memory / calls)
+
+
+def _plane_chunks(length: int) -> List[Tuple[int, int]]:
+    """``_SAMPLED_CHUNKS`` near-equal ``(start, stop)`` ranges covering ``range(length)``."""
+    n = max(1, min(_SAMPLED_CHUNKS, length))
+    bounds = [length * i // n for i in range(n + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(n)]
+
+
 def _split_views_backward(grad_out: Tensor, x: Tensor, weight: Tensor, stride: List[int], plans: List[ViewPlan],
                           need_x: bool, need_w: bool, need_b: bool) -> tuple[Tensor, Tensor, Tensor]:
     """The input gradient in one buffer, each view's kernel gradient, the bias gradient once.
 
+    ``x`` is the caller's input; when the layout rule computes in another layout it is laid out again here, the
+    kernel gradients (which read it) are computed first and the copy is freed before the input gradient is
+    allocated, so that the node's peak holds one input-sized buffer beside the caller's, as a 2.5D conv's does.
     On CPU float32 channels_last_3d with stride 1, each view's input gradient is a stride-1 forward convolution
     with the flipped kernel that oneDNN adds in place; elsewhere the views' ``aten.convolution_backward`` results
     are summed in place. Gradients that are not needed come back as empty tensors.
     """
-    fmt = _memory_format(x)
-    onednn = _can_use_onednn(x, weight, stride)
+    x_shape = list(x.shape)
+    relaid = _prefers_channels_last(x) and _memory_format(x) != _CHANNELS_LAST
+    fmt = _computing_format(x)
+    onednn = _can_use_onednn(x, weight, stride, fmt)
+    xc: Optional[Tensor] = None if relaid else x  # laid out again on first use (strided views fold x instead)
     grad_x: Optional[Tensor] = None
     grad_ws: List[Tensor] = []
     # the bias gradient: one reduction over the whole output gradient (the views' channel ranges tile it in order),
     # measured 3-4x faster than one per view slice
     grad_b = grad_out.sum(dim=(0, 2, 3, 4)) if need_b else weight.new_empty(0)
-    for w_start, w_stop, dim, _, _, groups, _, pad, _, dil in plans:
-        w = weight[w_start:w_stop].unsqueeze(dim)
-        g = grad_out[:, w_start:w_stop].contiguous(memory_format=fmt)
-        flipped = w.flip(2, 3, 4).transpose(0, 1)
-        q = _transposed_padding(flipped, pad, dil) if onednn else None
-        sampled = _sampled_axes(w, stride, pad) if q is None and need_x and grad_x is not None else []
-        if sampled:
-            # a strided view whose kernel is 1 wide on a strided axis (axial on D, coronal on H, sagittal on W) reads
-            # only every stride-th input plane there: its input gradient is that of a conv on those planes alone,
-            # added into them; half the temporary and half the writes of a full-size input gradient at stride 2
-            like_shape, sub_stride = list(x.shape), list(stride)
-            index: List[slice] = [slice(None)] * 5
-            for a in sampled:
-                like_shape[2 + a], sub_stride[a], index[2 + a] = g.shape[2 + a], 1, slice(None, None, stride[a])
-            like = torch.empty(like_shape, dtype=x.dtype, device=x.device, memory_format=fmt)  # only its shape is read
-            gx = torch.ops.aten.convolution_backward(
-                g, like, w, None, sub_stride, pad, dil, False, [0, 0, 0], groups, [True, False, False]
-            )[0]
-            grad_x[tuple(index)].add_(gx)
-            del gx, like
-            if need_w:
-                gw = torch.ops.aten.convolution_backward(
-                    g, x, w, None, stride, pad, dil, False, [0, 0, 0], groups, [False, True, False]
-                )[1]
+    # two passes over the views' output-gradient slices, the kernel gradients first, when the input was laid out
+    # again here (the copy is freed before the input gradient is allocated) or the layer is strided (oneDNN's
+    # strided kernel gradient of the coronal and sagittal views gathers the planes it reads into a temporary of
+    # half the input, which then does not meet the input gradient); otherwise one pass
+    two_pass = (relaid or any(s != 1 for s in stride)) and need_x and need_w
+    passes = [(need_w, False), (False, need_x)] if two_pass else [(need_w, need_x)]
+    for do_w, do_x in passes:
+        for w_start, w_stop, dim, _, _, groups, _, pad, _, dil in plans:
+            w = weight[w_start:w_stop].unsqueeze(dim)
+            g = grad_out[:, w_start:w_stop].contiguous(memory_format=fmt)
+            q = _transposed_padding(w.flip(2, 3, 4).transpose(0, 1), pad, dil) if onednn else None
+            if do_w:
+                swapped = x_shape[1] <= 64 or w_stop - w_start >= 32
+                folded = _sampled_axes(w, stride, pad) if q is None and _prefers_channels_last(x) and groups == 1 else []
+                if folded:  # reads the caller's tensor directly, in any layout
+                    gw = _folded_kernel_grad(g, x, w, stride, pad, dil, folded[0])
+                else:
+                    if xc is None:
+                        xc = _preferred_layout(x)
+                    gw = _view_kernel_grad(g, xc, w, stride, pad, dil, groups, q, swapped)
                 grad_ws.append(gw.squeeze(dim))
-            del g
-            continue
-        if q is None:
-            gx, gw, _ = torch.ops.aten.convolution_backward(
-                g, x, w, None, stride, pad, dil, False, [0, 0, 0], groups, [need_x, need_w, False]
-            )
-            if need_x:
-                grad_x = gx if grad_x is None else grad_x.add_(gx)
-            if need_w:
-                grad_ws.append(gw.squeeze(dim))
-            del gx, gw, g  # before the next view allocates its own: one input-size temporary at a time
-            continue
-        # stride 1: the input gradient of this view is the forward conv of g with the flipped kernel (C output
-        # channels, so oneDNN's 16-channel blocking wastes nothing), added in place into one buffer
-        if need_x:
-            if grad_x is None:
-                grad_x = torch.ops.mkldnn._convolution_pointwise(g, flipped, None, q, [1, 1, 1], dil, 1, "none",
-                                                                 [], None)
-            else:
-                torch.ops.mkldnn._convolution_pointwise_(grad_x, g, flipped, None, q, [1, 1, 1], dil, 1, "add",
-                                                         None, None, [], None)
-        if need_w and (x.shape[1] <= 64 or w_stop - w_start >= 32):
-            # the kernel gradient of that same conv (roles of x and g swapped); oneDNN runs it faster with few
-            # input channels, much slower with >= 128 input channels and < 32 view channels (measured, see
-            # docs/benchmarks.md)
-            gw = torch.ops.aten.convolution_backward(
-                x, g, flipped, None, [1, 1, 1], q, dil, False, [0, 0, 0], 1, [False, True, False]
-            )[1]
-            grad_ws.append(gw.flip(2, 3, 4).transpose(0, 1).squeeze(dim))
-        elif need_w:
-            gw = torch.ops.aten.convolution_backward(
-                g, x, w, None, stride, pad, dil, False, [0, 0, 0], groups, [False, True, False]
-            )[1]
-            grad_ws.append(gw.squeeze(dim))
-        del g
+                del gw
+            if do_x:
+                grad_x = _view_input_grad(grad_x, g, x_shape, fmt, w, stride, pad, dil, groups, q, x.dtype)
+            del g  # before the next view copies its own slice
+        if relaid and do_w:
+            xc = None  # the re-laid-out input is not needed by the input gradient
     # the layouts the fake implementation promises; unneeded gradients are distinct empty tensors (no aliasing)
     grad_x = grad_x.contiguous(memory_format=fmt) if grad_x is not None else weight.new_empty(0)
     grad_w = torch.cat(grad_ws, dim=0).contiguous() if need_w else weight.new_empty(0)
@@ -568,7 +670,7 @@ def _split_views_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: L
 def _(x, weight, bias, stride, plans):
     w_start, w_stop, dim, _, _, groups, _, pad, _, dil = _unflat_plans(plans)[0]
     y = F.conv3d(x, weight[w_start:w_stop].unsqueeze(dim), None, stride, pad, dil, groups)
-    return x.new_empty((y.shape[0], weight.shape[0], *y.shape[2:])).contiguous(memory_format=_memory_format(x))
+    return x.new_empty((y.shape[0], weight.shape[0], *y.shape[2:])).contiguous(memory_format=_computing_format(x))
 
 
 @torch.library.custom_op("monai_acs::split_views_conv_backward", mutates_args=())
@@ -579,7 +681,7 @@ def _split_views_backward_op(grad_out: Tensor, x: Tensor, weight: Tensor, stride
 
 @_split_views_backward_op.register_fake
 def _(grad_out, x, weight, stride, plans, need_x, need_w, need_b):
-    grad_x = x.new_empty(x.shape).contiguous(memory_format=_memory_format(x)) if need_x else weight.new_empty(0)
+    grad_x = x.new_empty(x.shape).contiguous(memory_format=_computing_format(x)) if need_x else weight.new_empty(0)
     grad_w = weight.new_empty(weight.shape) if need_w else weight.new_empty(0)
     grad_b = weight.new_empty(weight.shape[:1]) if need_b else weight.new_empty(0)
     return grad_x, grad_w, grad_b
@@ -904,7 +1006,9 @@ class _MixThenConv(torch.autograd.Function):
         _, _, dim, _, _, groups, _, pad, _, dil = plan
         x = x.contiguous()  # the mix's layout: a channels_last_3d input is copied once, here, and that copy is kept
         # the conv in the layout of the layout rule (channels-last on CPU float32: the output stays in it)
-        y = F.conv3d(_preferred_layout(_a3d_mix(x, fusion)), weight.unsqueeze(dim), bias, stride, pad, dil, groups)
+        mixed = _preferred_layout(_a3d_mix(x, fusion))
+        y = _answer_in_rule_layout(F.conv3d(mixed, weight.unsqueeze(dim), bias, stride, pad, dil, groups), mixed)
+        del mixed
         ctx.save_for_backward(x, fusion, weight)
         ctx.stride, ctx.plan, ctx.has_bias = stride, plan, bias is not None
         return y

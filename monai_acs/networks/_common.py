@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from ..convert import convert_to_3d, load_2d_weights
+from ..layers.layout import keep_channels_last
 
 __all__ = ["convert_with_weights", "load_backbone_weights"]
 
@@ -26,5 +27,6 @@ def load_backbone_weights(backbone: nn.Module, weights: Any, drop_prefixes: tupl
 
 
 def convert_with_weights(net2d: nn.Module, operator: str, weights: Any = None, **options: Any) -> nn.Module:
-    """Load whole-network 2D ``weights`` (if any) then convert with ``operator``."""
-    return convert_to_3d(net2d, operator, weights=weights, **options)
+    """Load whole-network 2D ``weights`` (if any) then convert with ``operator``; the norms and pools that would drop
+    the channels-last layout on CPU keep it (:func:`monai_acs.layers.keep_channels_last`)."""
+    return keep_channels_last(convert_to_3d(net2d, operator, weights=weights, **options))

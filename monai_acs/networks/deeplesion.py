@@ -43,6 +43,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
 from ..convert import convert_to_3d, load_2d_weights, resolve_weights
+from ..layers.layout import keep_channels_last
 from ..layers import P3DConv
 from ..layers.registry import get_operator
 
@@ -330,7 +331,8 @@ def deeplesion_backbone(
     trunk2d = DenseNetTrunk2d(in_channels, growth_rate, block_config, num_init_features, bn_size)
     if weights is not None:
         load_2d_weights(trunk2d, _trunk_state_from_weights(weights, trunk2d))
-    return DenseNet3dTrunk(trunk2d, operator, num_slices, p3d_temporal_kernel)
+    # its (1, 2, 2) average pools keep the layers' channels-last layout on CPU
+    return keep_channels_last(DenseNet3dTrunk(trunk2d, operator, num_slices, p3d_temporal_kernel))
 
 
 # ----------------------------------------------------------------------------------------------------- 3D -> 2D

@@ -8,6 +8,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from ..convert import convert_to_3d
+from ..layers.layout import keep_channels_last
 from ..layers.registry import get_operator
 
 __all__ = ["poc_unet_2d", "poc_unet"]
@@ -64,4 +65,5 @@ def poc_unet(
     """
     net2d = poc_unet_2d(in_channels, out_channels, channels, strides, num_res_units)
     options = get_operator(operator).depth_options(depth)
-    return convert_to_3d(net2d, operator, weights=weights, **options)
+    # its InstanceNorm3d layers keep the layers' channels-last layout on CPU (no copy back and forth per norm)
+    return keep_channels_last(convert_to_3d(net2d, operator, weights=weights, **options))
