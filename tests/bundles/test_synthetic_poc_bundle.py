@@ -214,7 +214,9 @@ def test_ckpt_export_torchscript_matches_eager(tmp_path, tiny_models):
     for shape in [(1, 1, 16, 16, 16), (2, 1, 16, 24, 32)]:  # uneven D/H/W catch axis mix-ups
         x = torch.randn(*shape)
         with torch.no_grad():
-            torch.testing.assert_close(exported(x), eager(x), rtol=1e-4, atol=1e-5)
+            # eager runs channels-last with InstanceNorm as group_norm (keep_channels_last), the export the
+            # contiguous composed ops: float32 rounding apart across the network (5e-5 seen)
+            torch.testing.assert_close(exported(x), eager(x), rtol=1e-4, atol=2e-4)
 
 
 # -- training -----------------------------------------------------------------------------------------------------
