@@ -80,7 +80,7 @@ class A3DConv(Conv2p5d):
                 )
             if self.recompute_mix and a3d_fast_eligible(x, self._mode_pad, self._plans):
                 return _fast_a3d(x, self.fusion, self.weight, self.bias, self._stride_list, self._plans[0])
-        return self._run_views(_a3d_mix(x, self.fusion))
+        return self._run_views(_a3d_mix(x, self.fusion), False)  # the conv in the mix's (contiguous) layout
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", depth={self.depth}" + ("" if self.recompute_mix else ", recompute_mix=False")

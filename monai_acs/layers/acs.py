@@ -46,10 +46,10 @@ class _PlannedConv(Conv2dWeightLayer):
     def _view_weights(self) -> Optional[Tensor]:
         return None
 
-    def _run_views(self, x: Tensor) -> Tensor:
+    def _run_views(self, x: Tensor, layout_rule: bool = True) -> Tensor:
         return run_conv_views(
             x, self.weight, self.bias, self._stride_list, self._mode_pad, self.padding_mode, self._plans, self._mean,
-            self._view_weights(),
+            self._view_weights(), layout_rule,
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -147,6 +147,13 @@ class Conv2p5d(_PlannedConv):
 
     def _resolve_split(self, split: Sequence[int] | None) -> Sequence[int] | None:
         return (self.out_channels, 0, 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        # one 1 x kh x kw conv runs in the caller's layout: on CPU it is as fast or faster contiguous than
+        # channels-last at stride 1 (the layout rule table in docs/operators.md), so re-laying it out gains nothing
+        return self._run_views(x, False)
 
 
 @register_operator(

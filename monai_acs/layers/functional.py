@@ -246,19 +246,22 @@ def run_conv_views(
     plans: List[ViewPlan],
     mean: bool = False,
     view_weights: Optional[Tensor] = None,
+    layout_rule: bool = True,
 ) -> Tensor:
     """Run the view convolutions planned by :func:`plan_conv_views` (TorchScript-compatible).
 
     Without ``mean`` the views are concatenated by channel; with ``mean`` they are averaged, or weighted by
-    ``view_weights``, and the bias is added once.
+    ``view_weights``, and the bias is added once. ``layout_rule=False`` computes in the caller's layout (A3D's
+    convolution, which follows its contiguous slice mix) instead of the layout rule's.
     """
     x = input
     if len(mode_pad) > 0:
         x = F.pad(x, mode_pad, mode=padding_mode)
     if not torch.jit.is_scripting():
-        if not mean and _fast_views_eligible(x, plans):  # re-lays the input out itself, and keeps only the caller's
+        if not mean and layout_rule and _fast_views_eligible(x, plans):  # re-lays the input out itself
             return _fast_conv_views(x, weight, bias, stride, plans)
-        x = _preferred_layout(x)
+        if layout_rule:
+            x = _preferred_layout(x)
     outputs: List[Tensor] = []
     for i, plan in enumerate(plans):
         w_start, w_stop, dim, in_start, in_stop, groups, crop, pad, extra, dil = plan
@@ -290,7 +293,7 @@ def run_conv_views(
         out = outputs[0]
     else:
         out = torch.cat(outputs, dim=1)
-    if not torch.jit.is_scripting():
+    if not torch.jit.is_scripting() and layout_rule:
         out = _answer_in_rule_layout(out, x)
     return _keep_channels_last(out, x)
 
@@ -502,15 +505,15 @@ def _split_views_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stri
 
 
 def _view_kernel_grad(g: Tensor, x: Tensor, w: Tensor, stride: List[int], pad: List[int], dil: List[int],
-                      groups: int, q: Optional[List[int]], swapped: bool) -> Tensor:
+                      groups: int, q: Optional[List[int]], swapped: bool, flipped: Optional[Tensor]) -> Tensor:
     """One view's kernel gradient, shaped like ``w`` (the one place that builds this ``convolution_backward`` call).
 
-    ``swapped`` (stride 1, oneDNN, ``q`` the flipped kernel's padding): the kernel gradient of the input gradient's
-    forward conv, with the roles of ``x`` and ``g`` swapped; oneDNN runs it faster with few input channels, much
-    slower with >= 128 input channels and < 32 view channels (measured, see docs/benchmarks.md).
+    ``swapped`` (stride 1, oneDNN, ``q`` the flipped kernel's padding, ``flipped`` that kernel): the kernel
+    gradient of the input gradient's forward conv, with the roles of ``x`` and ``g`` swapped; oneDNN runs it
+    faster with few input channels, much slower with >= 128 input channels and < 32 view channels (measured, see
+    docs/benchmarks.md).
     """
-    if swapped and q is not None:
-        flipped = w.flip(2, 3, 4).transpose(0, 1)
+    if swapped and q is not None and flipped is not None:
         gw = torch.ops.aten.convolution_backward(
             x, g, flipped, None, [1, 1, 1], q, dil, False, [0, 0, 0], 1, [False, True, False]
         )[1]
@@ -553,12 +556,11 @@ def _folded_kernel_grad(g: Tensor, x: Tensor, w: Tensor, stride: List[int], pad:
 
 def _view_input_grad(grad_x: Optional[Tensor], g: Tensor, x_shape: List[int], fmt: torch.memory_format, w: Tensor,
                      stride: List[int], pad: List[int], dil: List[int], groups: int, q: Optional[List[int]],
-                     dtype: torch.dtype) -> Tensor:
+                     dtype: torch.dtype, flipped: Optional[Tensor]) -> Tensor:
     """Add one view's input gradient into ``grad_x`` (or start it when None) and return the buffer."""
-    if q is not None:
+    if q is not None and flipped is not None:
         # stride 1: the input gradient of this view is the forward conv of g with the flipped kernel (C output
         # channels, so oneDNN's 16-channel blocking wastes nothing), added in place into one buffer
-        flipped = w.flip(2, 3, 4).transpose(0, 1)
         if grad_x is None:
             return torch.ops.mkldnn._convolution_pointwise(g, flipped, None, q, [1, 1, 1], dil, 1, "none", [], None)
         torch.ops.mkldnn._convolution_pointwise_(grad_x, g, flipped, None, q, [1, 1, 1], dil, 1, "add", None, None,
@@ -633,31 +635,61 @@ def _split_views_backward(grad_out: Tensor, x: Tensor, weight: Tensor, stride: L
     # half the input, which then does not meet the input gradient); otherwise one pass
     two_pass = (relaid or any(s != 1 for s in stride)) and need_x and need_w
     passes = [(need_w, False), (False, need_x)] if two_pass else [(need_w, need_x)]
+    # each view's flipped kernel (oneDNN's input gradient and swapped kernel gradient), made once per backward:
+    # a flip copies the kernel (6 ms for a 2048 x 86 x 3 x 3 view on 2 threads)
+    flips: List[Optional[Tensor]] = [None] * len(plans)
+    # the views' dense output-gradient slices share one buffer (a fresh allocation per slice pays its page faults
+    # again: about 0.35 ms per MiB on the 2-core machine, docs/benchmarks.md)
+    slice_buf: Optional[Tensor] = None
     for do_w, do_x in passes:
-        for w_start, w_stop, dim, _, _, groups, _, pad, _, dil in plans:
+        for i, (w_start, w_stop, dim, _, _, groups, _, pad, _, dil) in enumerate(plans):
             w = weight[w_start:w_stop].unsqueeze(dim)
-            g = grad_out[:, w_start:w_stop].contiguous(memory_format=fmt)
-            q = _transposed_padding(w.flip(2, 3, 4).transpose(0, 1), pad, dil) if onednn else None
+            g = grad_out[:, w_start:w_stop]
+            if not g.is_contiguous(memory_format=fmt):
+                if slice_buf is None:
+                    slice_buf = grad_out.new_empty(max(_numel_of_slice(g, a, b) for a, b, *_ in plans))
+                g = _dense_like(slice_buf, g, fmt).copy_(g)
+            q = _transposed_padding(w, pad, dil) if onednn else None  # flipping keeps the kernel's sizes
+            swapped = x_shape[1] <= 64 or w_stop - w_start >= 32
+            if q is not None and flips[i] is None and (do_x or swapped):
+                flips[i] = w.flip(2, 3, 4).transpose(0, 1)
             if do_w:
-                swapped = x_shape[1] <= 64 or w_stop - w_start >= 32
                 folded = _sampled_axes(w, stride, pad) if q is None and _prefers_channels_last(x) and groups == 1 else []
                 if folded:  # reads the caller's tensor directly, in any layout
                     gw = _folded_kernel_grad(g, x, w, stride, pad, dil, folded[0])
                 else:
                     if xc is None:
                         xc = _preferred_layout(x)
-                    gw = _view_kernel_grad(g, xc, w, stride, pad, dil, groups, q, swapped)
+                    gw = _view_kernel_grad(g, xc, w, stride, pad, dil, groups, q, swapped, flips[i])
                 grad_ws.append(gw.squeeze(dim))
                 del gw
             if do_x:
-                grad_x = _view_input_grad(grad_x, g, x_shape, fmt, w, stride, pad, dil, groups, q, x.dtype)
+                grad_x = _view_input_grad(grad_x, g, x_shape, fmt, w, stride, pad, dil, groups, q, x.dtype, flips[i])
             del g  # before the next view copies its own slice
         if relaid and do_w:
-            xc = None  # the re-laid-out input is not needed by the input gradient
+            # the re-laid-out input is not needed by the input gradient: with oneDNN's in-place accumulation its
+            # buffer becomes the input gradient (zeroed; no second input-sized allocation), else it is freed
+            if onednn and need_x and xc is not None and xc.data_ptr() != x.data_ptr():
+                grad_x = xc.zero_()
+            xc = None
     # the layouts the fake implementation promises; unneeded gradients are distinct empty tensors (no aliasing)
     grad_x = grad_x.contiguous(memory_format=fmt) if grad_x is not None else weight.new_empty(0)
     grad_w = torch.cat(grad_ws, dim=0).contiguous() if need_w else weight.new_empty(0)
     return grad_x, grad_w, grad_b
+
+
+def _numel_of_slice(g: Tensor, start: int, stop: int) -> int:
+    """Elements of ``g``'s shape with ``stop - start`` channels."""
+    return g.shape[0] * (stop - start) * g.shape[2] * g.shape[3] * g.shape[4]
+
+
+def _dense_like(buf: Tensor, like: Tensor, fmt: torch.memory_format) -> Tensor:
+    """A tensor of ``like``'s shape, dense in ``fmt``, on the front of the flat buffer ``buf``."""
+    n, c, d, h, w = like.shape
+    front = buf[: n * c * d * h * w]
+    if fmt == _CHANNELS_LAST:
+        return front.view(n, d, h, w, c).permute(0, 4, 1, 2, 3)
+    return front.view(n, c, d, h, w)
 
 
 @torch.library.custom_op("monai_acs::split_views_conv", mutates_args=())
@@ -981,7 +1013,9 @@ def _a3d_mix(input: Tensor, fusion: Tensor) -> Tensor:
     contiguous first; the result is contiguous.
     """
     n, c, d, h, w = input.shape
-    out = torch.matmul(fusion.permute(2, 1, 0), input.reshape(n, c, d, h * w))
+    # the (C, D, D) matrices dense: a permuted view sends CPU matmul to one small gemm per (n, c) (6-30x slower
+    # at DeepLesion's 24 x 24 and smaller planes, docs/benchmarks.md); the copy is C * D^2 numbers
+    out = torch.matmul(fusion.permute(2, 1, 0).contiguous(), input.reshape(n, c, d, h * w))
     return out.view(n, c, d, h, w)
 
 
@@ -1005,9 +1039,10 @@ class _MixThenConv(torch.autograd.Function):
                 plan: ViewPlan):
         _, _, dim, _, _, groups, _, pad, _, dil = plan
         x = x.contiguous()  # the mix's layout: a channels_last_3d input is copied once, here, and that copy is kept
-        # the conv in the layout of the layout rule (channels-last on CPU float32: the output stays in it)
-        mixed = _preferred_layout(_a3d_mix(x, fusion))
-        y = _answer_in_rule_layout(F.conv3d(mixed, weight.unsqueeze(dim), bias, stride, pad, dil, groups), mixed)
+        # the conv runs in the mix's (contiguous) layout and answers in it: re-laying the mixed tensor out
+        # channels-last and the next A3D layer's input back cost more than the conv gains (docs/operators.md)
+        mixed = _a3d_mix(x, fusion)
+        y = F.conv3d(mixed, weight.unsqueeze(dim), bias, stride, pad, dil, groups)
         del mixed
         ctx.save_for_backward(x, fusion, weight)
         ctx.stride, ctx.plan, ctx.has_bias = stride, plan, bias is not None
@@ -1025,9 +1060,8 @@ class _MixThenConv(torch.autograd.Function):
                 [(x, need_x), (fusion, need_p), (weight, need_w)], grad_out,
             )
             return (*grads, grad_out.sum(dim=(0, 2, 3, 4)) if need_b else None, None, None)
-        mixed = _preferred_layout(_a3d_mix(x, fusion))
-        if _memory_format(mixed) == _CHANNELS_LAST:  # the conv's backward in the layout its forward ran in
-            grad_out = grad_out.contiguous(memory_format=_CHANNELS_LAST)
+        mixed = _a3d_mix(x, fusion)
+        grad_out = grad_out.contiguous()  # the conv's backward in the layout its forward ran in
         need_mixed = need_x or need_p
         grad_m, grad_w, grad_b = torch.ops.aten.convolution_backward(
             grad_out, mixed, weight.unsqueeze(dim), [weight.shape[0]] if need_b else None, ctx.stride, pad, dil,
@@ -1042,7 +1076,7 @@ class _MixThenConv(torch.autograd.Function):
             if need_p:  # dP[d, k, c] = sum over n and pixels of x[n, c, d] * g[n, c, k]
                 grad_p = torch.matmul(x.reshape(n, c, d, h * w), g.transpose(-1, -2)).sum(0).permute(1, 2, 0)
             if need_x:  # dx[n, c, d] = sum_k P[d, k, c] g[n, c, k]
-                grad_x = torch.matmul(fusion.permute(2, 0, 1), g).view(n, c, d, h, w)
+                grad_x = torch.matmul(fusion.permute(2, 0, 1).contiguous(), g).view(n, c, d, h, w)
         return (grad_x, grad_p, grad_w.squeeze(dim) if need_w else None, grad_b if need_b else None, None, None)
 
 

@@ -58,20 +58,49 @@ def test_subclasses_are_left_alone():
     assert type(net[0]) is Mine
 
 
-@pytest.mark.parametrize("layer", [lambda: ACSConv(1, 6, 3, padding=1), lambda: Conv2p5d(1, 6, 3, padding=1),
-                                   lambda: A3DConv(1, 6, 3, padding=1, depth=5)])
-def test_one_channel_input_answers_channels_last(layer):
-    # a (N, 1, D, H, W) input is contiguous and channels-last at once: the layer still answers channels-last, so
-    # the rest of the network does not run contiguous (and copy at every layer)
-    out = layer()(torch.randn(2, 1, 5, 6, 7))
+def test_one_channel_input_answers_channels_last():
+    # a (N, 1, D, H, W) input is contiguous and channels-last at once: ACS still answers channels-last, so the rest
+    # of the network does not run contiguous (and copy at every layer)
+    out = ACSConv(1, 6, 3, padding=1)(torch.randn(2, 1, 5, 6, 7))
     assert _is_cl(out)
 
 
-@pytest.mark.parametrize("operator", ["acs", "conv2p5d"])
-def test_poc_unet_switches_layout_once(operator):
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL])
+def test_conv2p5d_keeps_the_callers_layout(fmt, stride):
+    # one 1 x K x K conv gains nothing from re-laying its input out (docs/operators.md): it answers in the caller's
+    x = torch.randn(2, 4, 5, 6, 7).contiguous(memory_format=fmt)
+    out = Conv2p5d(4, 6, 3, padding=1, stride=stride)(x)
+    assert _is_cl(out) == (fmt == CL) and (fmt == CL or out.is_contiguous())
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL])
+@pytest.mark.parametrize("recompute_mix", [True, False])
+def test_a3d_computes_in_its_mix_layout(fmt, recompute_mix):
+    # A3D's slice mix is a matmul over the contiguous (N, C, D, H*W) view: the conv after it runs and answers
+    # contiguous (a channels-last round trip per layer cost more than the conv gained, docs/operators.md)
+    layer = A3DConv(4, 6, 3, padding=1, depth=5, recompute_mix=recompute_mix)
+    out = layer(torch.randn(2, 4, 5, 6, 7).contiguous(memory_format=fmt))
+    assert out.is_contiguous() and not _is_cl(out)
+
+
+def test_deeplesion_backbone_runs_contiguous_throughout():
+    from monai_acs.networks.deeplesion import deeplesion_backbone
+
+    net = deeplesion_backbone("a3d", num_slices=3, block_config=(1, 1, 1), num_init_features=8, growth_rate=4)
+    inputs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: inputs.append(i[0])) for m in net.modules()
+             if isinstance(m, A3DConv)]
+    net(torch.randn(1, 1, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    assert len(inputs) >= 4 and all(x.is_contiguous() for x in inputs)
+
+
+def test_poc_unet_switches_layout_once():
     from monai_acs.networks import poc_unet
 
-    net = poc_unet(operator, channels=(8, 16), strides=(2,))
+    net = poc_unet("acs", channels=(8, 16), strides=(2,))
     convs = (ACSConv, Conv2p5d)
     inputs = []
     hooks = [m.register_forward_hook(lambda m, i, o: inputs.append(i[0])) for m in net.modules()
@@ -83,6 +112,19 @@ def test_poc_unet_switches_layout_once(operator):
     # after the first layers (which read the one-channel batch), every convolution is fed channels-last
     late = [x for x in inputs if x.shape[1] > 1]
     assert late and all(_is_cl(x) for x in late)
+
+
+def test_conv2p5d_poc_unet_runs_contiguous_throughout():
+    from monai_acs.networks import poc_unet
+
+    net = poc_unet("conv2p5d", channels=(8, 16), strides=(2,))
+    inputs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: inputs.append(i[0])) for m in net.modules()
+             if isinstance(m, Conv2p5d)]
+    out = net(torch.randn(2, 1, 8, 8, 8))
+    for h in hooks:
+        h.remove()
+    assert len(inputs) >= 4 and all(x.is_contiguous() for x in inputs) and out.is_contiguous()
 
 
 def test_swapped_modules_script_and_agree():
