@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from ..layers import get_operator
+from ..layers import get_operator, keep_channels_last
 from .adapters import find_adapter
 from .graph import (
     ConvertedGraphModule,
@@ -288,7 +288,9 @@ def convert_to_3d(
 
     Returns:
         The converted ``nn.Module``: a :class:`~monai_acs.convert.graph.ConvertedGraphModule` (picklable,
-        deep-copyable, scriptable, class name of the 2D model) when the model could be traced.
+        deep-copyable, scriptable, class name of the 2D model) when the model could be traced. Its
+        ``nn.InstanceNorm3d`` and 1-deep ``nn.AvgPool3d`` modules keep channels-last CPU inputs channels-last
+        (:func:`monai_acs.layers.keep_channels_last`).
 
     Raises:
         ValueError: unknown operator (naming the closest key), weights that do not fit (missing / unexpected keys,
@@ -333,6 +335,9 @@ def convert_to_3d(
         if strict:
             raise ValueError(message + " (pass strict=False to keep them with a warning)")
         warnings.warn(message, stacklevel=2)
+    # InstanceNorm3d / 1-deep AvgPool3d keep a channels-last CPU input channels-last (same keys and results), so an
+    # ACS network does not flip layouts at every norm; nothing changes for other inputs
+    keep_channels_last(converted)
     if verify:
         real = None if inplace else model  # the caller's 2D model, untouched by a copying conversion
         verify_conversion(model2d_reference, converted, keep_depth, operator_options.get("depth"), real)

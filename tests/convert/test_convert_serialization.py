@@ -123,3 +123,31 @@ def test_inplace_reuses_the_model_modules():
     assert net is not model  # a traced model becomes a new graph module ...
     assert net.fc is model.fc  # ... that reuses the modules with nothing 2D (documented in convert_to_3d)
     assert net.eval()(torch.randn(1, 3, 8, 16, 16)).shape == (1, 4)
+
+
+def test_converted_instance_norm_network_keeps_channels_last_and_round_trips(tmp_path):
+    # convert_to_3d applies keep_channels_last: an ACS network with InstanceNorm (MONAI's UNet) fed a contiguous
+    # batch switches to channels-last at its first layer and stays there, and still pickles and scripts
+    from monai.networks.nets import UNet
+
+    from monai_acs.layers.layout import ChannelsLastInstanceNorm3d
+
+    torch.manual_seed(0)
+    net2d = UNet(2, 1, 2, channels=(8, 16), strides=(2,), norm="instance").eval()
+    net = convert_to_3d(net2d, "acs").eval()
+    norms = [m for m in net.modules() if isinstance(m, nn.InstanceNorm3d)]
+    assert norms and all(type(m) is ChannelsLastInstanceNorm3d for m in norms)
+    assert list(net.state_dict()) == list(net2d.state_dict())
+    fed = []
+    hooks = [m.register_forward_hook(lambda m, i, o: fed.append(i[0])) for m in net.modules() if "Conv" in type(m).__name__
+             and not list(m.children())]
+    x = torch.randn(2, 1, 8, 8, 8)
+    out = net(x)
+    for h in hooks:
+        h.remove()
+    later = [t for t in fed if t.shape[1] > 1]
+    cl = torch.channels_last_3d
+    assert later and all(t.is_contiguous(memory_format=cl) and not t.is_contiguous() for t in later)
+    again = pickle.loads(pickle.dumps(net))
+    torch.testing.assert_close(again(x), out)
+    torch.testing.assert_close(_script(net)(x), out, rtol=2e-4, atol=2e-4)  # scripted: instance_norm, not group_norm
