@@ -1067,7 +1067,6 @@ class _MixThenConv(torch.autograd.Function):
             grad_out, mixed, weight.unsqueeze(dim), [weight.shape[0]] if need_b else None, ctx.stride, pad, dil,
             False, [0, 0, 0], groups, [need_mixed, need_w, need_b],
         )
-        del mixed
         grad_x: Optional[Tensor] = None
         grad_p: Optional[Tensor] = None
         if need_mixed:
@@ -1075,8 +1074,11 @@ class _MixThenConv(torch.autograd.Function):
             g = grad_m.contiguous().view(n, c, d, h * w)  # the mix's layout
             if need_p:  # dP[d, k, c] = sum over n and pixels of x[n, c, d] * g[n, c, k]
                 grad_p = torch.matmul(x.reshape(n, c, d, h * w), g.transpose(-1, -2)).sum(0).permute(1, 2, 0)
-            if need_x:  # dx[n, c, d] = sum_k P[d, k, c] g[n, c, k]
-                grad_x = torch.matmul(fusion.permute(2, 0, 1).contiguous(), g).view(n, c, d, h, w)
+            if need_x:  # dx[n, c, d] = sum_k P[d, k, c] g[n, c, k], written over the recomputed mix (read by the
+                # conv's backward only): no fresh input-sized buffer, whose page faults cost more than the matmul
+                grad_x = torch.matmul(fusion.permute(2, 0, 1).contiguous(), g, out=mixed.view(n, c, d, h * w))
+                grad_x = grad_x.view(n, c, d, h, w)
+        del mixed
         return (grad_x, grad_p, grad_w.squeeze(dim) if need_w else None, grad_b if need_b else None, None, None)
 
 
