@@ -258,6 +258,8 @@ def run_conv_views(
     if len(mode_pad) > 0:
         x = F.pad(x, mode_pad, mode=padding_mode)
     if not torch.jit.is_scripting():
+        if not mean and layout_rule and _box_is_faster(x, weight, stride, plans):
+            return _box_conv_views(x, weight, bias, stride, plans)
         if not mean and layout_rule and _fast_views_eligible(x, plans):  # re-lays the input out itself
             return _fast_conv_views(x, weight, bias, stride, plans)
         if layout_rule:
@@ -453,6 +455,78 @@ def _preferred_layout(x: Tensor) -> Tensor:
     if _prefers_channels_last(x) and not x.is_contiguous(memory_format=_CHANNELS_LAST):
         return x.contiguous(memory_format=_CHANNELS_LAST)
     return x
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# small split (ACS) layers as one convolution with the block-sparse box kernel
+# ---------------------------------------------------------------------------------------------------------------------
+# Below these sizes a split layer runs faster on CPU as one F.conv3d with the box kernel (three times the 2.5D
+# arithmetic, two oneDNN calls per training step) than as its views (nine calls in the fused node): every oneDNN call
+# costs 0.1-0.2 ms on the 2-core machine, and a view with few output channels fills a whole vector block. Measured
+# on a grid of 178 layers (docs/benchmarks.md, "small layers"): with both bounds the box is within 1.18x of the
+# faster of the two paths everywhere, and 2-5x faster than the views below 10 million multiply-adds.
+_BOX_MAX_MACS = 24_000_000  # multiply-adds of the equivalent 2.5D convolution (N * output voxels * Cout * Cin * kh * kw)
+_BOX_MAX_CHANNELS = 8192  # Cin * Cout: above it the 27-tap kernel's arithmetic dominates even for small planes
+
+
+@torch.jit.unused
+def _box_geometry(weight: Tensor, plans: List[ViewPlan]) -> Optional[Tuple[List[int], List[int], List[List[int]]]]:
+    """(box padding, box dilation, per view the (lead, trail) zero planes on each axis) of plain views that are
+    centred in a common box, or None when they are not (an even kernel whose views sit off-centre)."""
+    kernels = [list(weight.shape[2:]) for _ in plans]
+    for kernel, plan in zip(kernels, plans):
+        kernel.insert(plan[2] - 2, 1)
+    box = [max(k[a] for k in kernels) for a in range(3)]
+    dilation = [max(p[9][a] for p in plans) for a in range(3)]
+    padding: List[int] = []
+    zeros: List[List[int]] = [[] for _ in plans]
+    for a in range(3):
+        pads = set()
+        for i, (kernel, plan) in enumerate(zip(kernels, plans)):
+            spare = box[a] - kernel[a]
+            if spare % 2:
+                return None
+            pads.add(plan[7][a] + spare // 2 * dilation[a])
+            zeros[i] += [spare // 2, spare // 2]
+        if len(pads) != 1:
+            return None
+        padding.append(pads.pop())
+    return padding, dilation, zeros
+
+
+@torch.jit.unused
+def _box_is_faster(x: Tensor, weight: Tensor, stride: List[int], plans: List[ViewPlan]) -> bool:
+    """Whether a split layer computes as one box-kernel convolution (CPU float32, plain views, below the bounds)."""
+    if len(plans) < 2 or not _prefers_channels_last(x) or _autocast_on(x) or weight.dtype != torch.float32:
+        return False
+    if x.shape[1] * weight.shape[0] > _BOX_MAX_CHANNELS or not all(_plain_view(x, p) for p in plans):
+        return False
+    if [p[0] for p in plans[1:]] != [p[1] for p in plans[:-1]]:  # views that do not split the channels (Mean-ACS)
+        return False
+    w_start, w_stop, dim, _, _, _, _, pad, _, dil = plans[0]
+    kernel = list(weight.shape[2:])
+    kernel.insert(dim - 2, 1)
+    voxels = x.shape[0]
+    for a in range(3):
+        voxels *= (x.shape[2 + a] + 2 * pad[a] - dil[a] * (kernel[a] - 1) - 1) // stride[a] + 1
+    macs = voxels * weight.shape[0] * weight.shape[1] * weight.shape[2] * weight.shape[3]
+    return macs <= _BOX_MAX_MACS and _box_geometry(weight, plans) is not None
+
+
+@torch.jit.unused
+def _box_conv_views(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
+                    plans: List[ViewPlan]) -> Tensor:
+    """The split views as one ``F.conv3d`` with the block-sparse box kernel (each view's kernel zero-padded to the
+    box), in the layout rule's layout; autograd gives the 2D kernel's gradient through the padding."""
+    geometry = _box_geometry(weight, plans)
+    assert geometry is not None
+    padding, dilation, zeros = geometry
+    parts = []
+    for plan, (d0, d1, h0, h1, w0, w1) in zip(plans, zeros):
+        parts.append(F.pad(weight[plan[0]:plan[1]].unsqueeze(plan[2]), [w0, w1, h0, h1, d0, d1]))
+    box = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+    out = F.conv3d(_preferred_layout(x), box, bias, stride, padding, dilation)
+    return _answer_in_rule_layout(out, x)
 
 
 # The fused node is a pair of registered custom ops (forward, backward) with fake implementations, so that

@@ -41,6 +41,17 @@ def _dense_kernel(w: torch.Tensor, split: tuple[int, int, int]) -> torch.Tensor:
     return dense
 
 
+@pytest.fixture(autouse=True)
+def views_path(monkeypatch):
+    """The tests here exercise the fused views node: small split layers would otherwise run as one box-kernel
+    convolution (``_box_is_faster``); the box path is checked against the same reference below."""
+    monkeypatch.setattr(LF, "_BOX_MAX_MACS", 0)
+
+
+def _use_box_path(monkeypatch):
+    monkeypatch.setattr(LF, "_BOX_MAX_MACS", 10**12)
+
+
 def _reference(x, w, b, split, stride, padding, dilation):
     return F.conv3d(x.double(), _dense_kernel(w.double(), split), None if b is None else b.double(), stride, padding,
                     dilation)
@@ -79,9 +90,12 @@ def _layer_and_ref_args(opts: dict, in_channels: int = 6):
 
 
 @IGNORE_JIT_DEPRECATION
+@pytest.mark.parametrize("path", ["views", "box"])
 @pytest.mark.parametrize("fmt", ["contiguous", "channels_last_3d"])
 @pytest.mark.parametrize("opts", CASES)
-def test_eager_and_scripted_acs_match_reference_in_float32(opts, fmt):
+def test_eager_and_scripted_acs_match_reference_in_float32(opts, fmt, path, monkeypatch):
+    if path == "box":
+        _use_box_path(monkeypatch)
     layer, (split, stride, padding, dilation) = _layer_and_ref_args(opts)
     x = torch.randn(2, 6, 7, 9, 11)
     if fmt == "channels_last_3d":
@@ -110,7 +124,14 @@ def test_eager_and_scripted_acs_match_reference_in_float32(opts, fmt):
         assert out.is_contiguous(memory_format=layout), "output layout"
         if run is layer and LF._fast_views_eligible(x, layer._plans):  # the fused node's input gradient too
             assert grads[0].is_contiguous(memory_format=CL), "input gradient layout"
-    if fmt == "contiguous":  # eager runs channels-last, scripted contiguous: oneDNN's rounding differs
+        if run is layer:  # the path asked for ran: one box-kernel convolution, or the fused node where it applies
+            box = path == "box" and LF._box_is_faster(x, layer.weight, layer._stride_list, layer._plans)
+            node = type(out.grad_fn).__name__
+            if box:
+                assert node.startswith("Convolution"), node
+            else:
+                assert (FUSED_ACS in node) == LF._fast_views_eligible(x, layer._plans), node
+    if fmt == "contiguous" or path == "box":  # eager runs channels-last (or the box), scripted contiguous views
         torch.testing.assert_close(layer(x), scripted(x), rtol=1e-5, atol=1e-5)
     else:  # the forward values of both paths are bit-identical (same per-view F.conv3d calls, exact copies)
         assert torch.equal(layer(x), scripted(x))

@@ -16,16 +16,19 @@ def _is_cl(t: torch.Tensor) -> bool:
     return t.is_contiguous(memory_format=CL) and not t.is_contiguous()
 
 
+@pytest.mark.parametrize("channels", [6, 16])
+@pytest.mark.parametrize("n", [1, 3])
 @pytest.mark.parametrize("affine", [False, True])
-def test_instance_norm_keeps_channels_last_and_its_results(affine):
-    plain = nn.InstanceNorm3d(6, affine=affine)
+def test_instance_norm_keeps_channels_last_and_its_results(affine, n, channels):
+    # 16 channels: a batch norm per sample on channels-last rows; 6: instance norm on a contiguous copy
+    plain = nn.InstanceNorm3d(channels, affine=affine)
     if affine:
         with torch.no_grad():
             plain.weight.normal_(), plain.bias.normal_()
-    swapped = keep_channels_last(nn.Sequential(nn.InstanceNorm3d(6, affine=affine)))
+    swapped = keep_channels_last(nn.Sequential(nn.InstanceNorm3d(channels, affine=affine)))
     swapped.load_state_dict({f"0.{k}": v for k, v in plain.state_dict().items()})  # the same state-dict keys
     assert type(swapped[0]) is ChannelsLastInstanceNorm3d
-    x = torch.randn(2, 6, 4, 5, 7)
+    x = torch.randn(n, channels, 4, 5, 7) * torch.arange(1.0, n + 1).view(n, 1, 1, 1, 1)  # samples of their own scale
     xa, xb = x.clone().requires_grad_(True), x.contiguous(memory_format=CL).requires_grad_(True)
     ya, yb = plain(xa), swapped(xb)
     assert _is_cl(yb)
@@ -36,6 +39,7 @@ def test_instance_norm_keeps_channels_last_and_its_results(affine):
     for a, b in zip(ga, gb):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
     assert torch.equal(swapped(x), plain(x))  # a contiguous input runs nn.InstanceNorm3d itself
+
 
 
 @pytest.mark.parametrize("kwargs", [{"kernel_size": (1, 2, 2), "stride": (1, 2, 2)},
