@@ -158,6 +158,32 @@ def test_strided_views_know_which_planes_they_read():
     assert LF._sampled_axes(w.unsqueeze(2), [1, 2, 2], [0, 1, 1]) == []  # stride 1 on D: every plane is read
 
 
+def test_sampled_plane_gradients_split_into_chunks_by_size():
+    mib = 2**20
+    assert LF._plane_chunks(24, 4 * mib) == [(0, 24)]  # small: one oneDNN call per view
+    assert LF._plane_chunks(24, 4 * mib + 1) == [(0, 12), (12, 24)]
+    # benchmark shape (c), 2 x 64 x 24 x 48 x 48 sampled planes: 14.2 MiB in 4 chunks, as before the size rule
+    assert LF._plane_chunks(24, 2 * 64 * 24 * 48 * 48 * 4) == [(0, 6), (6, 12), (12, 18), (18, 24)]
+    assert LF._plane_chunks(3, 100 * mib) == [(0, 1), (1, 2), (2, 3)]  # never more chunks than planes
+
+
+@pytest.mark.parametrize("opts", [{"stride": 2}, {"stride": (3, 2, 3)}, {"stride": 2, "out_channels": 10,
+                                                                          "split": (0, 4, 6)}])
+def test_chunked_sampled_plane_gradients_match_reference(opts, monkeypatch):
+    monkeypatch.setattr(LF, "_SAMPLED_CHUNK_BYTES", 1)  # as many chunks as allowed, as for large inputs
+    layer, (split, stride, padding, dilation) = _layer_and_ref_args(opts)
+    x = torch.randn(2, 6, 9, 10, 11).contiguous(memory_format=CL)
+    xe = x.clone().requires_grad_(True)
+    out = layer(xe)
+    assert FUSED_ACS in type(out.grad_fn).__name__
+    xr = x.double().requires_grad_(True)
+    out_r = _reference(xr, layer.weight.detach().double(), layer.bias.detach().double(), split, stride, padding,
+                       dilation)
+    grad = torch.randn_like(out_r)
+    torch.testing.assert_close(torch.autograd.grad(out, xe, grad.float())[0].double(),
+                               torch.autograd.grad(out_r, xr, grad)[0], **F32)
+
+
 def test_one_by_one_kernels_run_as_a_single_convolution():
     _, plans = LF.plan_conv_views((1, 1), 8, 10, 1, 1, 0, 1)
     assert len(plans) == 1 and plans[0][:2] == (0, 10)
