@@ -463,8 +463,9 @@ def _preferred_layout(x: Tensor) -> Tensor:
 # Below these sizes a split layer runs faster on CPU as one F.conv3d with the box kernel (three times the 2.5D
 # arithmetic, two oneDNN calls per training step) than as its views (nine calls in the fused node): every oneDNN call
 # costs 0.1-0.2 ms on the 2-core machine, and a view with few output channels fills a whole vector block. Measured
-# on a grid of 178 layers (docs/benchmarks.md, "small layers"): with both bounds the box is within 1.18x of the
-# faster of the two paths everywhere, and 2-5x faster than the views below 10 million multiply-adds.
+# on a grid of 168 layers (docs/benchmarks/box_grid.py, docs/operators.md): with both bounds the rule's choice is
+# within 1.18x of the faster of the two paths everywhere; the 108 layers it sends to the box run 0.88-4.47x as fast
+# as the views (median 2.4x).
 _BOX_MAX_MACS = 24_000_000  # multiply-adds of the equivalent 2.5D convolution (N * output voxels * Cout * Cin * kh * kw)
 _BOX_MAX_CHANNELS = 8192  # Cin * Cout: above it the 27-tap kernel's arithmetic dominates even for small planes
 
