@@ -258,10 +258,12 @@ def run_conv_views(
     if len(mode_pad) > 0:
         x = F.pad(x, mode_pad, mode=padding_mode)
     if not torch.jit.is_scripting():
-        if not mean and layout_rule and _box_is_faster(x, weight, stride, plans):
-            return _box_conv_views(x, weight, bias, stride, plans)
-        if not mean and layout_rule and _fast_views_eligible(x, plans):  # re-lays the input out itself
-            return _fast_conv_views(x, weight, bias, stride, plans)
+        if not mean and layout_rule:
+            box = _box_geometry_if_faster(x, weight, stride, plans)
+            if box is not None:
+                return _box_conv_views(x, weight, bias, stride, plans, box)
+            if _fast_views_eligible(x, plans):  # re-lays the input out itself
+                return _fast_conv_views(x, weight, bias, stride, plans)
         if layout_rule:
             x = _preferred_layout(x)
     outputs: List[Tensor] = []
@@ -470,8 +472,11 @@ _BOX_MAX_MACS = 24_000_000  # multiply-adds of the equivalent 2.5D convolution (
 _BOX_MAX_CHANNELS = 8192  # Cin * Cout: above it the 27-tap kernel's arithmetic dominates even for small planes
 
 
+BoxGeometry = Tuple[List[int], List[int], List[List[int]]]  # box padding, box dilation, zero planes per view
+
+
 @torch.jit.unused
-def _box_geometry(weight: Tensor, plans: List[ViewPlan]) -> Optional[Tuple[List[int], List[int], List[List[int]]]]:
+def _box_geometry(weight: Tensor, plans: List[ViewPlan]) -> Optional[BoxGeometry]:
     """(box padding, box dilation, per view the (lead, trail) zero planes on each axis) of plain views that are
     centred in a common box, or None when they are not (an even kernel whose views sit off-centre)."""
     kernels = [list(weight.shape[2:]) for _ in plans]
@@ -498,34 +503,38 @@ def _box_geometry(weight: Tensor, plans: List[ViewPlan]) -> Optional[Tuple[List[
 @torch.jit.unused
 def _box_is_faster(x: Tensor, weight: Tensor, stride: List[int], plans: List[ViewPlan]) -> bool:
     """Whether a split layer computes as one box-kernel convolution (CPU float32, plain views, below the bounds)."""
+    return _box_geometry_if_faster(x, weight, stride, plans) is not None
+
+
+@torch.jit.unused
+def _box_geometry_if_faster(x: Tensor, weight: Tensor, stride: List[int],
+                            plans: List[ViewPlan]) -> Optional[BoxGeometry]:
+    """The box geometry (:func:`_box_geometry`) when the layer computes as one box-kernel convolution, else None."""
     if len(plans) < 2 or not _prefers_channels_last(x) or _autocast_on(x) or weight.dtype != torch.float32:
-        return False
+        return None
     if x.shape[1] * weight.shape[0] > _BOX_MAX_CHANNELS or not all(_plain_view(x, p) for p in plans):
-        return False
+        return None
     if [p[0] for p in plans[1:]] != [p[1] for p in plans[:-1]]:  # views that do not split the channels (Mean-ACS)
-        return False
-    w_start, w_stop, dim, _, _, _, _, pad, _, dil = plans[0]
+        return None
+    dim, pad, dil = plans[0][2], plans[0][7], plans[0][9]
     kernel = list(weight.shape[2:])
     kernel.insert(dim - 2, 1)
     voxels = x.shape[0]
     for a in range(3):
         voxels *= (x.shape[2 + a] + 2 * pad[a] - dil[a] * (kernel[a] - 1) - 1) // stride[a] + 1
-    macs = voxels * weight.shape[0] * weight.shape[1] * weight.shape[2] * weight.shape[3]
-    return macs <= _BOX_MAX_MACS and _box_geometry(weight, plans) is not None
+    if voxels * weight.shape[0] * weight.shape[1] * weight.shape[2] * weight.shape[3] > _BOX_MAX_MACS:
+        return None
+    return _box_geometry(weight, plans)
 
 
 @torch.jit.unused
-def _box_conv_views(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
-                    plans: List[ViewPlan]) -> Tensor:
+def _box_conv_views(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], plans: List[ViewPlan],
+                    geometry: BoxGeometry) -> Tensor:
     """The split views as one ``F.conv3d`` with the block-sparse box kernel (each view's kernel zero-padded to the
     box), in the layout rule's layout; autograd gives the 2D kernel's gradient through the padding."""
-    geometry = _box_geometry(weight, plans)
-    assert geometry is not None
     padding, dilation, zeros = geometry
-    parts = []
-    for plan, (d0, d1, h0, h1, w0, w1) in zip(plans, zeros):
-        parts.append(F.pad(weight[plan[0]:plan[1]].unsqueeze(plan[2]), [w0, w1, h0, h1, d0, d1]))
-    box = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+    box = torch.cat([F.pad(weight[plan[0]:plan[1]].unsqueeze(plan[2]), [w0, w1, h0, h1, d0, d1])
+                     for plan, (d0, d1, h0, h1, w0, w1) in zip(plans, zeros)], dim=0)
     out = F.conv3d(_preferred_layout(x), box, bias, stride, padding, dilation)
     return _answer_in_rule_layout(out, x)
 

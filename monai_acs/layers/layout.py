@@ -11,7 +11,7 @@ class of such modules for a subclass with the same parameters, buffers and state
 | ``nn.InstanceNorm3d`` without running statistics | C a multiple of 16: ``F.batch_norm`` per sample on its | unchanged |
 | | (D·H·W, C) rows (the same normalisation, in place in channels-last memory); other C: ``F.instance_norm`` | |
 | | on a contiguous copy, copied back. Forward + backward 1.5-2.5x faster than ``F.group_norm`` with one group | |
-| | per channel, which the layer used before (docs/benchmarks.md, "instance norm on channels-last") | |
+| | per channel, which the layer used before (docs/benchmarks/instance_norm_cl.py) | |
 | ``nn.AvgPool3d`` with a depth kernel and stride of 1, no depth padding | ``F.avg_pool2d`` on the depth slices folded | unchanged |
 | | into the batch (a view, no copy: channels-last 2D keeps the layout) | |
 
