@@ -470,20 +470,61 @@ def _preferred_layout(x: Tensor) -> Tensor:
 # as the views (median 2.4x).
 _BOX_MAX_MACS = 24_000_000  # multiply-adds of the equivalent 2.5D convolution (N * output voxels * Cout * Cin * kh * kw)
 _BOX_MAX_CHANNELS = 8192  # Cin * Cout: above it the 27-tap kernel's arithmetic dominates even for small planes
+# A layer with dead-tap axes (_dead_tap_axes) takes the box path at any size: cut to its live taps, the box has at
+# most the 2.5D kernel's taps (measured against the views in docs/benchmarks/dead_taps.py)
+_CUT_DEAD_TAPS = True
 
 
-BoxGeometry = Tuple[List[int], List[int], List[List[int]]]  # box padding, box dilation, zero planes per view
+BoxGeometry = Tuple[List[int], List[int], List[List[int]], List[int]]
+# (box padding, box dilation, per view the (lead, trail) zero planes on each axis, the dead-tap axes cut to 1)
 
 
 @torch.jit.unused
-def _box_geometry(weight: Tensor, plans: List[ViewPlan]) -> Optional[BoxGeometry]:
-    """(box padding, box dilation, per view the (lead, trail) zero planes on each axis) of plain views that are
-    centred in a common box, or None when they are not (an even kernel whose views sit off-centre)."""
+def _view_kernels(weight: Tensor, plans: List[ViewPlan], dead: List[int]) -> List[List[int]]:
+    """Each view's 3D kernel size, 1 on the ``dead`` axes (:func:`_dead_tap_axes`)."""
     kernels = [list(weight.shape[2:]) for _ in plans]
     for kernel, plan in zip(kernels, plans):
         kernel.insert(plan[2] - 2, 1)
+        for a in dead:
+            kernel[a] = 1
+    return kernels
+
+
+@torch.jit.unused
+def _dead_tap_axes(x: Tensor, weight: Tensor, plans: List[ViewPlan]) -> List[int]:
+    """The axes on which every view reads only its centre tap: the input is no longer than the views' dilation
+    there and their zero padding is centred, so each other tap of a kernel extent k > 1 reads padding at every
+    output position (|offset| >= dilation >= size; any stride). A view 1 wide there must be unpadded.
+
+    On such an axis the layer equals the same convolution with each view's kernel cut to its centre, unpadded and
+    undilated there: the deep layers of a DeepLab at few slices (depth 1 or 2 against dilations 2-36) and the
+    ASPP branches whose rates exceed the feature map.
+    """
+    dead: List[int] = []
+    kernels = _view_kernels(weight, plans, [])
+    for a in range(3):
+        ok = any(kernel[a] > 1 for kernel in kernels)
+        for kernel, plan in zip(kernels, plans):
+            k, pad, dil = kernel[a], plan[7][a], plan[9][a]
+            if k == 1:
+                ok = ok and pad == 0
+            else:
+                ok = ok and k % 2 == 1 and pad == dil * (k - 1) // 2 and dil >= x.shape[2 + a]
+        if ok:
+            dead.append(a)
+    return dead
+
+
+@torch.jit.unused
+def _box_geometry(weight: Tensor, plans: List[ViewPlan],
+                  dead: Optional[List[int]] = None) -> Optional[BoxGeometry]:
+    """(box padding, box dilation, per view the (lead, trail) zero planes on each axis, ``dead``) of plain views
+    that are centred in a common box, or None when they are not (an even kernel whose views sit off-centre). On
+    the ``dead`` axes every view is cut to its centre tap: the box is 1 wide there, unpadded and undilated."""
+    dead = [] if dead is None else dead
+    kernels = _view_kernels(weight, plans, dead)
     box = [max(k[a] for k in kernels) for a in range(3)]
-    dilation = [max(p[9][a] for p in plans) for a in range(3)]
+    dilation = [1 if a in dead else max(p[9][a] for p in plans) for a in range(3)]
     padding: List[int] = []
     zeros: List[List[int]] = [[] for _ in plans]
     for a in range(3):
@@ -492,12 +533,12 @@ def _box_geometry(weight: Tensor, plans: List[ViewPlan]) -> Optional[BoxGeometry
             spare = box[a] - kernel[a]
             if spare % 2:
                 return None
-            pads.add(plan[7][a] + spare // 2 * dilation[a])
+            pads.add((0 if a in dead else plan[7][a]) + spare // 2 * dilation[a])
             zeros[i] += [spare // 2, spare // 2]
         if len(pads) != 1:
             return None
         padding.append(pads.pop())
-    return padding, dilation, zeros
+    return padding, dilation, zeros, dead
 
 
 @torch.jit.unused
@@ -512,9 +553,14 @@ def _box_geometry_if_faster(x: Tensor, weight: Tensor, stride: List[int],
     """The box geometry (:func:`_box_geometry`) when the layer computes as one box-kernel convolution, else None."""
     if len(plans) < 2 or not _prefers_channels_last(x) or _autocast_on(x) or weight.dtype != torch.float32:
         return None
-    if x.shape[1] * weight.shape[0] > _BOX_MAX_CHANNELS or not all(_plain_view(x, p) for p in plans):
+    if not all(_plain_view(x, p) for p in plans):
         return None
     if [p[0] for p in plans[1:]] != [p[1] for p in plans[:-1]]:  # views that do not split the channels (Mean-ACS)
+        return None
+    dead = _dead_tap_axes(x, weight, plans) if _CUT_DEAD_TAPS else []
+    if len(dead) >= 2:  # the box cut to its live taps has a third of the 2D kernel's taps or fewer: at any size
+        return _box_geometry(weight, plans, dead)
+    if x.shape[1] * weight.shape[0] > _BOX_MAX_CHANNELS:
         return None
     dim, pad, dil = plans[0][2], plans[0][7], plans[0][9]
     kernel = list(weight.shape[2:])
@@ -524,7 +570,7 @@ def _box_geometry_if_faster(x: Tensor, weight: Tensor, stride: List[int],
         voxels *= (x.shape[2 + a] + 2 * pad[a] - dil[a] * (kernel[a] - 1) - 1) // stride[a] + 1
     if voxels * weight.shape[0] * weight.shape[1] * weight.shape[2] * weight.shape[3] > _BOX_MAX_MACS:
         return None
-    return _box_geometry(weight, plans)
+    return _box_geometry(weight, plans, dead)  # one dead axis: the 2D kernel's taps instead of the full box's
 
 
 @torch.jit.unused
@@ -532,9 +578,14 @@ def _box_conv_views(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: L
                     geometry: BoxGeometry) -> Tensor:
     """The split views as one ``F.conv3d`` with the block-sparse box kernel (each view's kernel zero-padded to the
     box), in the layout rule's layout; autograd gives the 2D kernel's gradient through the padding."""
-    padding, dilation, zeros = geometry
-    box = torch.cat([F.pad(weight[plan[0]:plan[1]].unsqueeze(plan[2]), [w0, w1, h0, h1, d0, d1])
-                     for plan, (d0, d1, h0, h1, w0, w1) in zip(plans, zeros)], dim=0)
+    padding, dilation, zeros, dead = geometry
+    kernels: List[Tensor] = []
+    for plan, (d0, d1, h0, h1, w0, w1) in zip(plans, zeros):
+        kernel = weight[plan[0]:plan[1]].unsqueeze(plan[2])
+        for a in dead:  # the centre tap only (the others read padding; their gradient is zero)
+            kernel = kernel.narrow(2 + a, (kernel.shape[2 + a] - 1) // 2, 1)
+        kernels.append(F.pad(kernel, [w0, w1, h0, h1, d0, d1]))
+    box = torch.cat(kernels, dim=0)
     out = F.conv3d(_preferred_layout(x), box, bias, stride, padding, dilation)
     return _answer_in_rule_layout(out, x)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from monai_acs.layers import ACSConv, MeanACSConv
 from monai_acs.layers import functional as LF
@@ -77,3 +78,83 @@ def test_box_path_answers_in_the_layout_rule_and_its_double_backward_equals_the_
     torch.testing.assert_close(out, out_views, rtol=1e-5, atol=1e-5)
     for a, b in zip(box, views):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# dead taps: on an axis no longer than the dilation (centred zero padding), every view reads only its centre tap
+# ---------------------------------------------------------------------------------------------------------------------
+def _reference(x, w, b, split, stride, padding, dilation):
+    """float64 ``F.conv3d`` with the box kernel built tap by tap: output channel c of view v gets its 2D kernel on
+    the view's centre plane (axial: rows -> H, cols -> W; coronal: rows -> D, cols -> W; sagittal: rows -> D, cols
+    -> H). The full box, dead taps included."""
+    o, i, k, _ = w.shape
+    dense = w.new_zeros(o, i, k, k, k)
+    views = [v for v, n in zip(("axial", "coronal", "sagittal"), split) for _ in range(n)]
+    c0 = (k - 1) // 2
+    for c, view in enumerate(views):
+        for r in range(k):
+            for q in range(k):
+                if view == "axial":
+                    dense[c, :, c0, r, q] = w[c, :, r, q]
+                elif view == "coronal":
+                    dense[c, :, r, c0, q] = w[c, :, r, q]
+                else:
+                    dense[c, :, r, q, c0] = w[c, :, r, q]
+    return F.conv3d(x, dense, b, stride, padding, dilation)
+
+
+DEAD_CASES = [  # (input shape, layer options, dead axes, path)
+    pytest.param((2, 6, 1, 9, 11), {"padding": 1}, [0], "box", id="depth1-small: one dead axis, small: cut box"),
+    pytest.param((2, 6, 2, 5, 11), {"padding": 6, "dilation": 6}, [0, 1], "box", id="D-and-H-dead"),
+    pytest.param((2, 6, 2, 4, 3), {"padding": 4, "dilation": 4}, [0, 1, 2], "box", id="all-dead-1x1x1"),
+    pytest.param((2, 6, 3, 3, 9), {"padding": 3, "dilation": 3, "stride": 2}, [0, 1], "box", id="strided"),
+    pytest.param((2, 6, 1, 1, 7), {"padding": (1, 1, 2), "dilation": (1, 1, 2)}, [0, 1], "box", id="dil-per-axis"),
+    # Cin * Cout above _BOX_MAX_CHANNELS: two dead axes take the cut box anyway, one dead axis the views
+    pytest.param((1, 96, 1, 1, 8), {"padding": 1, "out_channels": 96}, [0, 1], "box", id="large-two-dead"),
+    pytest.param((1, 96, 1, 6, 8), {"padding": 1, "out_channels": 96}, [0], "views", id="large-one-dead"),
+    pytest.param((2, 6, 2, 9, 11), {"padding": 1}, [], "box", id="depth2-dil1-alive"),
+    pytest.param((2, 6, 1, 9, 11), {"padding": 2, "dilation": 2, "split": (3, 3, 3)}, [0], "box", id="split333"),
+]
+
+
+@pytest.mark.parametrize("shape, opts, dead, path", DEAD_CASES)
+@pytest.mark.parametrize("fmt", ["contiguous", "channels_last_3d"])
+def test_dead_tap_axes_are_cut_and_the_layer_still_equals_the_full_box(shape, opts, dead, path, fmt):
+    torch.manual_seed(0)
+    opts = {"kernel_size": 3, "out_channels": 9, **opts}
+    layer = ACSConv(shape[1], **opts)
+    x = torch.randn(shape)
+    if fmt == "channels_last_3d":
+        x = x.contiguous(memory_format=CL)
+    assert LF._dead_tap_axes(x, layer.weight, layer._plans) == dead
+    xe = x.clone().requires_grad_(True)
+    out = layer(xe)
+    node = type(out.grad_fn).__name__
+    # the box answers through the convolution's node (or the copy into channels-last a 1 x 1 x 1 conv may need)
+    assert (FUSED_ACS not in node) == (path == "box") == LF._box_is_faster(x, layer.weight, layer._stride_list,
+                                                                            layer._plans), node
+    xr = x.double().requires_grad_(True)
+    wr, br = layer.weight.detach().double().requires_grad_(True), layer.bias.detach().double().requires_grad_(True)
+    out_r = _reference(xr, wr, br, layer.split, layer.stride, layer.padding, layer.dilation)
+    torch.testing.assert_close(out.double(), out_r, rtol=1e-4, atol=1e-4)
+    grad = torch.randn_like(out_r)
+    grads = torch.autograd.grad(out, [xe, layer.weight, layer.bias], grad.float())
+    grads_r = torch.autograd.grad(out_r, [xr, wr, br], grad)
+    for g, g_r in zip(grads, grads_r):
+        torch.testing.assert_close(g.double(), g_r, rtol=1e-4, atol=1e-4)
+    if dead:  # the dead taps' kernel gradient is exactly zero (they only ever read padding)
+        assert grads[1].abs().sum() > 0 and grads_r[1].abs().sum() > 0
+
+
+def test_dead_taps_need_centred_zero_padding():
+    w = ACSConv(6, 9, 3, padding=1).weight
+    x = torch.randn(2, 6, 1, 9, 11)
+    assert LF._dead_tap_axes(x, w, ACSConv(6, 9, 3, padding=1)._plans) == [0]
+    # replicate padding is applied first (F.pad), the views then run unpadded on a depth of 3: nothing is dead
+    layer = ACSConv(6, 9, 3, padding=1, padding_mode="replicate")
+    assert LF._dead_tap_axes(F.pad(x, [1, 1, 1, 1, 1, 1], mode="replicate"), w, layer._plans) == []
+    # "same" padding of an even kernel is not centred: its views stay as they are
+    even = ACSConv(6, 9, 2, padding="same")
+    assert LF._dead_tap_axes(x, even.weight, even._plans) == []
+    # a depth of 2 with dilation 1: the first and last planes read each other
+    assert LF._dead_tap_axes(torch.randn(2, 6, 2, 9, 11), w, ACSConv(6, 9, 3, padding=1)._plans) == []

@@ -44,8 +44,10 @@ def _dense_kernel(w: torch.Tensor, split: tuple[int, int, int]) -> torch.Tensor:
 @pytest.fixture(autouse=True)
 def views_path(monkeypatch):
     """The tests here exercise the fused views node: small split layers would otherwise run as one box-kernel
-    convolution (``_box_is_faster``); the box path is checked against the same reference below."""
+    convolution (``_box_is_faster``); the box path is checked against the same reference below. Layers with dead-tap
+    axes (``_dead_tap_axes``; none among these cases) are checked in ``test_layers_box.py``."""
     monkeypatch.setattr(LF, "_BOX_MAX_MACS", 0)
+    monkeypatch.setattr(LF, "_CUT_DEAD_TAPS", False)
 
 
 def _use_box_path(monkeypatch):
