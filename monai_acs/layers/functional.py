@@ -577,17 +577,57 @@ def _box_geometry_if_faster(x: Tensor, weight: Tensor, stride: List[int],
 def _box_conv_views(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], plans: List[ViewPlan],
                     geometry: BoxGeometry) -> Tensor:
     """The split views as one ``F.conv3d`` with the block-sparse box kernel (each view's kernel zero-padded to the
-    box), in the layout rule's layout; autograd gives the 2D kernel's gradient through the padding."""
-    padding, dilation, zeros, dead = geometry
+    box, cut to its centre tap on the dead axes), in the layout rule's layout."""
+    padding, dilation, _, _ = geometry
+    box = _BoxKernel.apply(weight, plans, geometry)
+    out = F.conv3d(_preferred_layout(x), box, bias, stride, padding, dilation)
+    return _answer_in_rule_layout(out, x)
+
+
+def _box_kernel(weight: Tensor, plans: List[ViewPlan], geometry: BoxGeometry) -> Tensor:
+    """The box kernel of the 2D kernel ``weight``: per view its 3D kernel, cut to the centre tap on the dead axes,
+    zero-padded to the box; views concatenated by output channel."""
+    _, _, zeros, dead = geometry
     kernels: List[Tensor] = []
     for plan, (d0, d1, h0, h1, w0, w1) in zip(plans, zeros):
         kernel = weight[plan[0]:plan[1]].unsqueeze(plan[2])
-        for a in dead:  # the centre tap only (the others read padding; their gradient is zero)
+        for a in dead:  # the centre tap only (the others read padding)
             kernel = kernel.narrow(2 + a, (kernel.shape[2 + a] - 1) // 2, 1)
         kernels.append(F.pad(kernel, [w0, w1, h0, h1, d0, d1]))
-    box = torch.cat(kernels, dim=0)
-    out = F.conv3d(_preferred_layout(x), box, bias, stride, padding, dilation)
-    return _answer_in_rule_layout(out, x)
+    return torch.cat(kernels, dim=0)
+
+
+def _unbox_kernel(grad_box: Tensor, plans: List[ViewPlan], geometry: BoxGeometry, kernel_hw: List[int]) -> Tensor:
+    """The 2D kernel's gradient from the box kernel's: per view the taps it placed in the box (zero on the dead
+    taps, which only ever read padding), concatenated by output channel. Plain ops: differentiable again."""
+    _, _, zeros, dead = geometry
+    grads: List[Tensor] = []
+    for plan, (d0, d1, h0, h1, w0, w1) in zip(plans, zeros):
+        g = grad_box[plan[0]:plan[1]]
+        g = g.narrow(2, d0, g.shape[2] - d0 - d1).narrow(3, h0, g.shape[3] - h0 - h1).narrow(4, w0, g.shape[4] - w0 - w1)
+        full = list(kernel_hw)
+        full.insert(plan[2] - 2, 1)
+        spread = [0] * 6  # F.pad order: W, H, D
+        for a in dead:
+            side = (full[a] - 1) // 2
+            spread[4 - 2 * a], spread[5 - 2 * a] = side, full[a] - 1 - side
+        grads.append(F.pad(g, spread).squeeze(plan[2]))
+    return torch.cat(grads, dim=0)
+
+
+class _BoxKernel(torch.autograd.Function):
+    """:func:`_box_kernel` as one autograd node whose backward is :func:`_unbox_kernel`: one pass over the kernel
+    each way. Through plain autograd, each view's weight slice sent a full-size zero gradient back to be summed
+    (2.2 against 0.4 ms for a 256 x 256 x 3 x 3 kernel, forward + backward, 2 threads)."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, plans: List[ViewPlan], geometry: BoxGeometry) -> Tensor:
+        ctx.plans, ctx.geometry, ctx.kernel_hw = plans, geometry, list(weight.shape[2:])
+        return _box_kernel(weight, plans, geometry)
+
+    @staticmethod
+    def backward(ctx, grad_box: Tensor):
+        return _unbox_kernel(grad_box, ctx.plans, ctx.geometry, ctx.kernel_hw), None, None
 
 
 # The fused node is a pair of registered custom ops (forward, backward) with fake implementations, so that
