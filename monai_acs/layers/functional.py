@@ -664,12 +664,15 @@ def _split_views_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stri
     A contiguous input that the layout rule wants channels-last is copied here, and the copy dies with this call:
     the node saves the caller's tensor, and its backward lays it out again (see :func:`_split_views_backward`).
     """
+    dead = _dead_tap_axes(x, weight, plans) if _CUT_DEAD_TAPS else []
     x = _preferred_layout(x)
     fmt = _computing_format(x)  # channels-last also for an input that is both (one channel, or 1 x 1 planes)
     out: Optional[Tensor] = None
-    for w_start, w_stop, dim, _, _, groups, _, pad, _, dil in plans:
+    for plan in plans:
+        w_start, w_stop, groups = plan[0], plan[1], plan[5]
+        w, pad, dil = _live_view_kernel(weight, plan, dead)
         b = bias[w_start:w_stop] if bias is not None else None
-        y = F.conv3d(x, weight[w_start:w_stop].unsqueeze(dim), b, stride, pad, dil, groups)
+        y = F.conv3d(x, w, b, stride, pad, dil, groups)
         if out is None:
             out = torch.empty((y.shape[0], weight.shape[0], *y.shape[2:]), dtype=y.dtype, device=y.device,
                               memory_format=fmt)
@@ -677,6 +680,34 @@ def _split_views_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stri
         del y
     assert out is not None
     return out
+
+
+def _live_view_kernel(weight: Tensor, plan: ViewPlan, dead: List[int]) -> Tuple[Tensor, List[int], List[int]]:
+    """A view's 3D kernel, padding and dilation, cut to its centre tap on the ``dead`` axes
+    (:func:`_dead_tap_axes`): unpadded and undilated there, the same result with fewer taps (a coronal view of
+    a depth-1 input is a 1 x 1 x kw convolution)."""
+    w = weight[plan[0]:plan[1]].unsqueeze(plan[2])
+    pad, dil = list(plan[7]), list(plan[9])
+    for a in dead:
+        if w.shape[2 + a] > 1:
+            w = w.narrow(2 + a, (w.shape[2 + a] - 1) // 2, 1)
+            pad[a], dil[a] = 0, 1
+    return w, pad, dil
+
+
+def _uncut_kernel_grad(gw: Tensor, plan: ViewPlan, kernel_hw: List[int], dead: List[int]) -> Tensor:
+    """A view's kernel gradient (of :func:`_live_view_kernel`'s kernel) as the 2D kernel's slice: zero on the dead
+    taps, which only ever read padding."""
+    full = list(kernel_hw)
+    full.insert(plan[2] - 2, 1)
+    spread = [0] * 6  # F.pad order: W, H, D
+    for a in dead:
+        if gw.shape[2 + a] != full[a]:
+            side = (full[a] - 1) // 2
+            spread[4 - 2 * a], spread[5 - 2 * a] = side, full[a] - 1 - side
+    if any(spread):
+        gw = F.pad(gw, spread)
+    return gw.squeeze(plan[2])
 
 
 def _view_kernel_grad(g: Tensor, x: Tensor, w: Tensor, stride: List[int], pad: List[int], dil: List[int],
@@ -800,6 +831,8 @@ def _split_views_backward(grad_out: Tensor, x: Tensor, weight: Tensor, stride: L
     are summed in place. Gradients that are not needed come back as empty tensors.
     """
     x_shape = list(x.shape)
+    dead = _dead_tap_axes(x, weight, plans) if _CUT_DEAD_TAPS else []
+    kernel_hw = list(weight.shape[2:])
     relaid = _prefers_channels_last(x) and _memory_format(x) != _CHANNELS_LAST
     fmt = _computing_format(x)
     onednn = _can_use_onednn(x, weight, stride, fmt)
@@ -822,8 +855,9 @@ def _split_views_backward(grad_out: Tensor, x: Tensor, weight: Tensor, stride: L
     # again: about 0.35 ms per MiB on the 2-core machine, docs/benchmarks.md)
     slice_buf: Optional[Tensor] = None
     for do_w, do_x in passes:
-        for i, (w_start, w_stop, dim, _, _, groups, _, pad, _, dil) in enumerate(plans):
-            w = weight[w_start:w_stop].unsqueeze(dim)
+        for i, plan in enumerate(plans):
+            w_start, w_stop, groups = plan[0], plan[1], plan[5]
+            w, pad, dil = _live_view_kernel(weight, plan, dead)
             g = grad_out[:, w_start:w_stop]
             if not g.is_contiguous(memory_format=fmt):
                 if slice_buf is None:
@@ -841,7 +875,7 @@ def _split_views_backward(grad_out: Tensor, x: Tensor, weight: Tensor, stride: L
                     if xc is None:
                         xc = _preferred_layout(x)
                     gw = _view_kernel_grad(g, xc, w, stride, pad, dil, groups, q, swapped, flips[i])
-                grad_ws.append(gw.squeeze(dim))
+                grad_ws.append(_uncut_kernel_grad(gw, plan, kernel_hw, dead))
                 del gw
             if do_x:
                 grad_x = _view_input_grad(grad_x, g, x_shape, fmt, w, stride, pad, dil, groups, q, x.dtype, flips[i])

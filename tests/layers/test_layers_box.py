@@ -111,7 +111,12 @@ DEAD_CASES = [  # (input shape, layer options, dead axes, path)
     pytest.param((2, 6, 1, 1, 7), {"padding": (1, 1, 2), "dilation": (1, 1, 2)}, [0, 1], "box", id="dil-per-axis"),
     # Cin * Cout above _BOX_MAX_CHANNELS: two dead axes take the cut box anyway, one dead axis the views
     pytest.param((1, 96, 1, 1, 8), {"padding": 1, "out_channels": 96}, [0, 1], "box", id="large-two-dead"),
+    # one dead axis in a large layer: the fused views node, each view cut to its live taps there
     pytest.param((1, 96, 1, 6, 8), {"padding": 1, "out_channels": 96}, [0], "views", id="large-one-dead"),
+    pytest.param((2, 96, 1, 6, 8), {"padding": 1, "out_channels": 96, "stride": 2}, [0], "views", id="large-strided"),
+    pytest.param((1, 96, 5, 1, 8), {"padding": 1, "out_channels": 96}, [1], "views", id="large-H-dead"),
+    pytest.param((1, 96, 2, 6, 7), {"padding": 2, "dilation": 2, "out_channels": 96, "split": (0, 40, 56)}, [0],
+                 "views", id="large-dil2-no-axial"),
     pytest.param((2, 6, 2, 9, 11), {"padding": 1}, [], "box", id="depth2-dil1-alive"),
     pytest.param((2, 6, 1, 9, 11), {"padding": 2, "dilation": 2, "split": (3, 3, 3)}, [0], "box", id="split333"),
 ]
@@ -158,3 +163,21 @@ def test_dead_taps_need_centred_zero_padding():
     assert LF._dead_tap_axes(x, even.weight, even._plans) == []
     # a depth of 2 with dilation 1: the first and last planes read each other
     assert LF._dead_tap_axes(torch.randn(2, 6, 2, 9, 11), w, ACSConv(6, 9, 3, padding=1)._plans) == []
+
+
+def test_views_of_a_depth_one_input_convolve_only_their_live_taps(monkeypatch):
+    kernels = []
+    conv3d = F.conv3d
+
+    def spy(x, w, *args):
+        kernels.append(tuple(w.shape[2:]))
+        return conv3d(x, w, *args)
+
+    monkeypatch.setattr(LF.F, "conv3d", spy)
+    layer, x = ACSConv(96, 96, 3, padding=1), torch.randn(1, 96, 1, 6, 8)
+    assert FUSED_ACS in type(layer(x.requires_grad_(True)).grad_fn).__name__
+    assert kernels == [(1, 3, 3), (1, 1, 3), (1, 3, 1)]  # axial whole; coronal and sagittal cut to their centre row
+    kernels.clear()
+    monkeypatch.setattr(LF, "_CUT_DEAD_TAPS", False)
+    layer(x)
+    assert kernels == [(1, 3, 3), (3, 1, 3), (3, 3, 1)]
