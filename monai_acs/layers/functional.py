@@ -672,7 +672,10 @@ def _split_views_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stri
         w_start, w_stop, groups = plan[0], plan[1], plan[5]
         w, pad, dil = _live_view_kernel(weight, plan, dead)
         b = bias[w_start:w_stop] if bias is not None else None
-        y = F.conv3d(x, w, b, stride, pad, dil, groups)
+        if _dispatcher_skips_onednn(x, w, groups):
+            y = torch.ops.aten.mkldnn_convolution(x, w.contiguous(), b, pad, stride, dil, groups)
+        else:
+            y = F.conv3d(x, w, b, stride, pad, dil, groups)
         if out is None:
             out = torch.empty((y.shape[0], weight.shape[0], *y.shape[2:]), dtype=y.dtype, device=y.device,
                               memory_format=fmt)
@@ -680,6 +683,16 @@ def _split_views_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stri
         del y
     assert out is not None
     return out
+
+
+def _dispatcher_skips_onednn(x: Tensor, w: Tensor, groups: int) -> bool:
+    """Whether ``F.conv3d`` and ``aten.convolution_backward`` would run PyTorch's native ``slow_conv3d`` instead of
+    oneDNN for this CPU float32 view: ATen's ``use_mkldnn`` (ConvUtils.h) keeps oneDNN for a batch of one only when
+    groups > 1, both last kernel sizes exceed 3, or N * C * D * H > 20480. Measured on 2 threads, ``slow_conv3d`` is
+    up to 4.6x slower for the views of a LIDC-sized network at batch 1 (docs/benchmarks.md, session 9), and its
+    weight gradient through the swapped or plain call was the whole of a 7 x 7 stem's 85 ms layer step."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and groups == 1 and x.shape[0] == 1
+            and not (w.shape[-1] > 3 and w.shape[-2] > 3) and x.shape[1] * x.shape[2] * x.shape[3] <= 20480)
 
 
 def _live_view_kernel(weight: Tensor, plan: ViewPlan, dead: List[int]) -> Tuple[Tensor, List[int], List[int]]:
@@ -869,6 +882,8 @@ def _split_views_backward(grad_out: Tensor, x: Tensor, weight: Tensor, stride: L
                 flips[i] = w.flip(2, 3, 4).transpose(0, 1)
             if do_w:
                 folded = _sampled_axes(w, stride, pad) if q is None and _prefers_channels_last(x) and groups == 1 else []
+                if not folded and _dispatcher_skips_onednn(x, w, groups):  # the view's flat axis into the batch
+                    folded = [plan[2] - 2]
                 if folded:  # reads the caller's tensor directly, in any layout
                     gw = _folded_kernel_grad(g, x, w, stride, pad, dil, folded[0])
                 else:

@@ -174,7 +174,7 @@ def test_views_of_a_depth_one_input_convolve_only_their_live_taps(monkeypatch):
         return conv3d(x, w, *args)
 
     monkeypatch.setattr(LF.F, "conv3d", spy)
-    layer, x = ACSConv(96, 96, 3, padding=1), torch.randn(1, 96, 1, 6, 8)
+    layer, x = ACSConv(96, 96, 3, padding=1), torch.randn(2, 96, 1, 6, 8)  # batch 2: F.conv3d (see test_fastpath)
     assert FUSED_ACS in type(layer(x.requires_grad_(True)).grad_fn).__name__
     assert kernels == [(1, 3, 3), (1, 1, 3), (1, 3, 1)]  # axial whole; coronal and sagittal cut to their centre row
     kernels.clear()
