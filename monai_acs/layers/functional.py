@@ -282,7 +282,10 @@ def run_conv_views(
         b: Optional[Tensor] = None
         if bias is not None and not mean:
             b = bias[w_start:w_stop]
-        y = F.conv3d(xin, weight[w_start:w_stop].unsqueeze(dim), b, stride, pad, dil, groups)
+        if torch.jit.is_scripting():
+            y = F.conv3d(xin, weight[w_start:w_stop].unsqueeze(dim), b, stride, pad, dil, groups)
+        else:  # oneDNN also where the dispatcher would pick slow_conv3d (batch 1, small C * D * H)
+            y = _onednn_conv3d(xin, weight[w_start:w_stop].unsqueeze(dim), b, stride, pad, dil, groups)
         if mean:
             if view_weights is not None:
                 y = y * view_weights[i]
@@ -580,7 +583,7 @@ def _box_conv_views(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: L
     box, cut to its centre tap on the dead axes), in the layout rule's layout."""
     padding, dilation, _, _ = geometry
     box = _BoxKernel.apply(weight, plans, geometry)
-    out = F.conv3d(_preferred_layout(x), box, bias, stride, padding, dilation)
+    out = _onednn_conv3d(_preferred_layout(x), box, bias, stride, padding, dilation, 1)
     return _answer_in_rule_layout(out, x)
 
 
@@ -672,10 +675,7 @@ def _split_views_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stri
         w_start, w_stop, groups = plan[0], plan[1], plan[5]
         w, pad, dil = _live_view_kernel(weight, plan, dead)
         b = bias[w_start:w_stop] if bias is not None else None
-        if _dispatcher_skips_onednn(x, w, groups):
-            y = torch.ops.aten.mkldnn_convolution(x, w.contiguous(), b, pad, stride, dil, groups)
-        else:
-            y = F.conv3d(x, w, b, stride, pad, dil, groups)
+        y = _onednn_conv3d(x, w, b, stride, pad, dil, groups)
         if out is None:
             out = torch.empty((y.shape[0], weight.shape[0], *y.shape[2:]), dtype=y.dtype, device=y.device,
                               memory_format=fmt)
@@ -685,14 +685,27 @@ def _split_views_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stri
     return out
 
 
+@torch.jit.unused
 def _dispatcher_skips_onednn(x: Tensor, w: Tensor, groups: int) -> bool:
     """Whether ``F.conv3d`` and ``aten.convolution_backward`` would run PyTorch's native ``slow_conv3d`` instead of
     oneDNN for this CPU float32 view: ATen's ``use_mkldnn`` (ConvUtils.h) keeps oneDNN for a batch of one only when
     groups > 1, both last kernel sizes exceed 3, or N * C * D * H > 20480. Measured on 2 threads, ``slow_conv3d`` is
     up to 4.6x slower for the views of a LIDC-sized network at batch 1 (docs/benchmarks.md, session 9), and its
     weight gradient through the swapped or plain call was the whole of a 7 x 7 stem's 85 ms layer step."""
+    if torch.jit.is_tracing():  # a traced graph keeps F.conv3d: it may run on another device later
+        return False
     return (x.device.type == "cpu" and x.dtype == torch.float32 and groups == 1 and x.shape[0] == 1
             and not (w.shape[-1] > 3 and w.shape[-2] > 3) and x.shape[1] * x.shape[2] * x.shape[3] <= 20480)
+
+
+@torch.jit.unused
+def _onednn_conv3d(x: Tensor, w: Tensor, b: Optional[Tensor], stride: List[int], pad: List[int], dil: List[int],
+                   groups: int) -> Tensor:
+    """``F.conv3d``, through oneDNN where the dispatcher would pick ``slow_conv3d`` (:func:`_dispatcher_skips_onednn`;
+    ``aten.mkldnn_convolution`` has its own autograd formula, double backward included)."""
+    if _dispatcher_skips_onednn(x, w, groups):
+        return torch.ops.aten.mkldnn_convolution(x, w.contiguous(), b, pad, stride, dil, groups)
+    return F.conv3d(x, w, b, stride, pad, dil, groups)
 
 
 def _live_view_kernel(weight: Tensor, plan: ViewPlan, dead: List[int]) -> Tuple[Tensor, List[int], List[int]]:

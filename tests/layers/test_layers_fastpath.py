@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from monai_acs.layers import A3DConv, ACSConv, Conv2p5d, acs_conv3d
+from monai_acs.layers import A3DConv, ACSConv, Conv2p5d, MeanACSConv, acs_conv3d
 from monai_acs.layers import functional as LF
 
 CL = torch.channels_last_3d
@@ -166,6 +166,29 @@ def test_batch_of_one_runs_onednn_not_the_native_slow_conv3d(in_channels, out_ch
         torch.testing.assert_close(g.double(), g_r, **F32)
     # the same shapes at batch 2 go through PyTorch's own dispatch (oneDNN)
     assert not LF._dispatcher_skips_onednn(torch.cat([x, x]), layer.weight[:2].unsqueeze(3), 1)
+
+
+@pytest.mark.parametrize("kind", ["acs-box", "conv2p5d", "mean-acs", "acs-1x1"])
+def test_batch_of_one_keeps_onednn_in_the_box_and_single_view_paths(kind):
+    """The box path (small layers) and the per-view path (2.5D, Mean-ACS, merged 1 x 1 views) at batch 1: oneDNN too
+    (``aten.mkldnn_convolution``, whose autograd formula gives the gradients), same values as float64."""
+    torch.manual_seed(0)
+    layer = {"acs-box": lambda: ACSConv(8, 12, 3, padding=1), "conv2p5d": lambda: Conv2p5d(8, 12, 3, padding=1),
+             "mean-acs": lambda: MeanACSConv(8, 12, 3, padding=1), "acs-1x1": lambda: ACSConv(8, 12, 1)}[kind]()
+    x = torch.randn(1, 8, 6, 7, 8)
+    xe = x.clone().requires_grad_(True)
+    with torch.profiler.profile() as prof:
+        out = layer(xe)
+        grads = torch.autograd.grad(out.square().sum(), [xe, layer.weight])
+    ops = {e.key for e in prof.key_averages()}
+    assert "aten::mkldnn_convolution" in ops and not any("slow_conv3d" in op for op in ops), sorted(ops)
+    double = layer.double()
+    xr = x.double().requires_grad_(True)
+    out_r = double(xr)
+    grads_r = torch.autograd.grad(out_r.square().sum(), [xr, double.weight])
+    torch.testing.assert_close(out.double(), out_r, **F32)
+    for g, g_r in zip(grads, grads_r):
+        torch.testing.assert_close(g.double(), g_r, rtol=1e-3, atol=1e-3)
 
 
 def test_fast_path_is_taken_in_eager_mode_only():
