@@ -1284,7 +1284,7 @@ class _MixThenConv(torch.autograd.Function):
         # the conv runs in the mix's (contiguous) layout and answers in it: re-laying the mixed tensor out
         # channels-last and the next A3D layer's input back cost more than the conv gains (docs/operators.md)
         mixed = _a3d_mix(x, fusion)
-        y = F.conv3d(mixed, weight.unsqueeze(dim), bias, stride, pad, dil, groups)
+        y = _onednn_conv3d(mixed, weight.unsqueeze(dim), bias, stride, pad, dil, groups)
         del mixed
         ctx.save_for_backward(x, fusion, weight)
         ctx.stride, ctx.plan, ctx.has_bias = stride, plan, bias is not None
