@@ -15,18 +15,26 @@ CL = torch.channels_last_3d
 
 
 @pytest.mark.parametrize(
-    "make, fmt, answer",
+    "make, fmt, answer, shape",
     [
-        pytest.param(lambda: ACSConv(8, 9, 3, padding=1), CL, CL, id="acs-channels-last"),
-        pytest.param(lambda: ACSConv(8, 9, 3, stride=2, padding=1), torch.contiguous_format, CL, id="acs-strided"),
+        pytest.param(lambda: ACSConv(8, 9, 3, padding=1), CL, CL, (2, 8, 6, 10, 12), id="acs-channels-last"),
+        pytest.param(lambda: ACSConv(8, 9, 3, stride=2, padding=1), torch.contiguous_format, CL, (2, 8, 6, 10, 12),
+                     id="acs-strided"),
         # A3D computes in its slice mix's layout: contiguous
-        pytest.param(lambda: A3DConv(8, 9, 3, padding=1, depth=6), CL, torch.contiguous_format, id="a3d"),
+        pytest.param(lambda: A3DConv(8, 9, 3, padding=1, depth=6), CL, torch.contiguous_format, (2, 8, 6, 10, 12),
+                     id="a3d"),
+        # batch 1 (eager calls oneDNN itself; compiled, inductor chooses) and a depth-1 input (dead taps cut)
+        pytest.param(lambda: ACSConv(8, 9, 3, padding=1), torch.contiguous_format, CL, (1, 8, 6, 10, 12),
+                     id="acs-batch1-box"),
+        pytest.param(lambda: ACSConv(96, 96, 3, padding=1), CL, CL, (1, 96, 6, 10, 12), id="acs-batch1-views"),
+        pytest.param(lambda: ACSConv(8, 9, 3, padding=1), CL, CL, (2, 8, 1, 10, 12), id="acs-dead-taps-box"),
+        pytest.param(lambda: ACSConv(96, 96, 3, padding=1), CL, CL, (2, 96, 1, 10, 12), id="acs-dead-taps-views"),
     ],
 )
-def test_compiled_layer_equals_eager(make, fmt, answer):
+def test_compiled_layer_equals_eager(make, fmt, answer, shape):
     torch.manual_seed(0)
     layer = make()
-    x = torch.randn(2, 8, 6, 10, 12).contiguous(memory_format=fmt).requires_grad_(True)
+    x = torch.randn(shape).contiguous(memory_format=fmt).requires_grad_(True)
     inputs = [x, *layer.parameters()]
     expected = layer(x)
     grad = torch.randn_like(expected)
@@ -44,15 +52,17 @@ def test_compiled_layer_equals_eager(make, fmt, answer):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=lambda m, name=name: f"{name} gradient: {m}")
 
 
-@pytest.mark.parametrize("fmt, stride", [(CL, 1), (torch.contiguous_format, 1), (torch.contiguous_format, 2)],
-                         ids=["channels-last", "contiguous", "strided"])
-def test_fused_acs_custom_ops_pass_opcheck(fmt, stride):
+@pytest.mark.parametrize("fmt, stride, shape", [(CL, 1, (2, 8, 6, 10, 12)), (torch.contiguous_format, 1, (2, 8, 6, 10, 12)),
+                                               (torch.contiguous_format, 2, (2, 8, 6, 10, 12)),
+                                               (CL, 1, (1, 8, 6, 10, 12)), (CL, 1, (2, 8, 1, 10, 12))],
+                         ids=["channels-last", "contiguous", "strided", "batch1", "dead-taps"])
+def test_fused_acs_custom_ops_pass_opcheck(fmt, stride, shape):
     """The fused ACS node's forward and backward ops: schema, fake (meta) kernels with the real strides, autograd
     registration and AOT dispatch, as PyTorch's ``torch.library.opcheck`` tests them."""
     from monai_acs.layers import functional as LF
 
     layer = ACSConv(8, 9, 3, stride=stride, padding=1)
-    x = torch.randn(2, 8, 6, 10, 12).contiguous(memory_format=fmt).requires_grad_(True)
+    x = torch.randn(shape).contiguous(memory_format=fmt).requires_grad_(True)
     plans = LF._flat_plans(layer._plans)
     strides = [stride] * 3
     torch.library.opcheck(torch.ops.monai_acs.split_views_conv.default,
