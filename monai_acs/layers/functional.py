@@ -473,8 +473,9 @@ def _preferred_layout(x: Tensor) -> Tensor:
 # as the views (median 2.4x).
 _BOX_MAX_MACS = 24_000_000  # multiply-adds of the equivalent 2.5D convolution (N * output voxels * Cout * Cin * kh * kw)
 _BOX_MAX_CHANNELS = 8192  # Cin * Cout: above it the 27-tap kernel's arithmetic dominates even for small planes
-# A layer with dead-tap axes (_dead_tap_axes) takes the box path at any size: cut to its live taps, the box has at
-# most the 2.5D kernel's taps (measured against the views in docs/benchmarks/dead_taps.py)
+# Dead taps (_dead_tap_axes) are never computed: with two or three dead axes the layer takes the box, cut to its live
+# taps (a third of the 2D kernel's taps or fewer), at any size; with one, small layers take the cut box and the others
+# the views, each cut (measured in docs/benchmarks/dead_taps.py). False computes them (tests, A/B runs).
 _CUT_DEAD_TAPS = True
 
 
