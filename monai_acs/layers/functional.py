@@ -692,11 +692,14 @@ def _dispatcher_skips_onednn(x: Tensor, w: Tensor, groups: int) -> bool:
     oneDNN for this CPU float32 view: ATen's ``use_mkldnn`` (ConvUtils.h) keeps oneDNN for a batch of one only when
     groups > 1, both last kernel sizes exceed 3, or N * C * D * H > 20480. Measured on 2 threads, ``slow_conv3d`` is
     up to 4.6x slower for the views of a LIDC-sized network at batch 1 (docs/benchmarks.md, session 9), and its
-    weight gradient through the swapped or plain call was the whole of a 7 x 7 stem's 85 ms layer step."""
+    weight gradient through the swapped or plain call was the whole of a 7 x 7 stem's 85 ms layer step. Kernels of
+    one tap stay with the dispatcher: for DeepLesion's 1 x 1 convs at 7 x 6 x 6 its native gemm path was as fast
+    (forward 0.82 vs 0.87 ms) or faster (2.5D layer step 1.94 vs 2.46 ms, 992 -> 128)."""
     if torch.jit.is_tracing() or torch.compiler.is_compiling():  # a traced graph keeps F.conv3d: it may run on
         return False  # another device later; torch.compile has no fake kernel for aten.mkldnn_convolution
     return (x.device.type == "cpu" and x.dtype == torch.float32 and groups == 1 and x.shape[0] == 1
-            and not (w.shape[-1] > 3 and w.shape[-2] > 3) and x.shape[1] * x.shape[2] * x.shape[3] <= 20480)
+            and not (w.shape[-1] > 3 and w.shape[-2] > 3) and x.shape[1] * x.shape[2] * x.shape[3] <= 20480
+            and w.shape[2] * w.shape[3] * w.shape[4] > 1)  # 1 x 1 x 1: the native gemm was as fast or faster
 
 
 @torch.jit.unused
