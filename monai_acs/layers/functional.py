@@ -592,12 +592,8 @@ def _box_kernel(weight: Tensor, plans: List[ViewPlan], geometry: BoxGeometry) ->
     """The box kernel of the 2D kernel ``weight``: per view its 3D kernel, cut to the centre tap on the dead axes,
     zero-padded to the box; views concatenated by output channel."""
     _, _, zeros, dead = geometry
-    kernels: List[Tensor] = []
-    for plan, (d0, d1, h0, h1, w0, w1) in zip(plans, zeros):
-        kernel = weight[plan[0]:plan[1]].unsqueeze(plan[2])
-        for a in dead:  # the centre tap only (the others read padding)
-            kernel = kernel.narrow(2 + a, (kernel.shape[2 + a] - 1) // 2, 1)
-        kernels.append(F.pad(kernel, [w0, w1, h0, h1, d0, d1]))
+    kernels = [F.pad(_live_view_kernel(weight, plan, dead)[0], [w0, w1, h0, h1, d0, d1])
+               for plan, (d0, d1, h0, h1, w0, w1) in zip(plans, zeros)]
     return torch.cat(kernels, dim=0)
 
 
@@ -609,13 +605,7 @@ def _unbox_kernel(grad_box: Tensor, plans: List[ViewPlan], geometry: BoxGeometry
     for plan, (d0, d1, h0, h1, w0, w1) in zip(plans, zeros):
         g = grad_box[plan[0]:plan[1]]
         g = g.narrow(2, d0, g.shape[2] - d0 - d1).narrow(3, h0, g.shape[3] - h0 - h1).narrow(4, w0, g.shape[4] - w0 - w1)
-        full = list(kernel_hw)
-        full.insert(plan[2] - 2, 1)
-        spread = [0] * 6  # F.pad order: W, H, D
-        for a in dead:
-            side = (full[a] - 1) // 2
-            spread[4 - 2 * a], spread[5 - 2 * a] = side, full[a] - 1 - side
-        grads.append(F.pad(g, spread).squeeze(plan[2]))
+        grads.append(_uncut_kernel_grad(g, plan, kernel_hw, dead))
     return torch.cat(grads, dim=0)
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from monai_acs.layers import ACSConv, MeanACSConv
 from monai_acs.layers import functional as LF
+from test_layers_acs import ref_acs  # the float64 box-kernel reference, dead taps included
 
 CL = torch.channels_last_3d
 FUSED_ACS = "monai_acs_split_views_conv"
@@ -83,26 +84,6 @@ def test_box_path_answers_in_the_layout_rule_and_its_double_backward_equals_the_
 # ---------------------------------------------------------------------------------------------------------------------
 # dead taps: on an axis no longer than the dilation (centred zero padding), every view reads only its centre tap
 # ---------------------------------------------------------------------------------------------------------------------
-def _reference(x, w, b, split, stride, padding, dilation):
-    """float64 ``F.conv3d`` with the box kernel built tap by tap: output channel c of view v gets its 2D kernel on
-    the view's centre plane (axial: rows -> H, cols -> W; coronal: rows -> D, cols -> W; sagittal: rows -> D, cols
-    -> H). The full box, dead taps included."""
-    o, i, k, _ = w.shape
-    dense = w.new_zeros(o, i, k, k, k)
-    views = [v for v, n in zip(("axial", "coronal", "sagittal"), split) for _ in range(n)]
-    c0 = (k - 1) // 2
-    for c, view in enumerate(views):
-        for r in range(k):
-            for q in range(k):
-                if view == "axial":
-                    dense[c, :, c0, r, q] = w[c, :, r, q]
-                elif view == "coronal":
-                    dense[c, :, r, c0, q] = w[c, :, r, q]
-                else:
-                    dense[c, :, r, q, c0] = w[c, :, r, q]
-    return F.conv3d(x, dense, b, stride, padding, dilation)
-
-
 DEAD_CASES = [  # (input shape, layer options, dead axes, path)
     pytest.param((2, 6, 1, 9, 11), {"padding": 1}, [0], "box", id="depth1-small: one dead axis, small: cut box"),
     pytest.param((2, 6, 2, 5, 11), {"padding": 6, "dilation": 6}, [0, 1], "box", id="D-and-H-dead"),
@@ -140,7 +121,7 @@ def test_dead_tap_axes_are_cut_and_the_layer_still_equals_the_full_box(shape, op
                                                                             layer._plans), node
     xr = x.double().requires_grad_(True)
     wr, br = layer.weight.detach().double().requires_grad_(True), layer.bias.detach().double().requires_grad_(True)
-    out_r = _reference(xr, wr, br, layer.split, layer.stride, layer.padding, layer.dilation)
+    out_r = ref_acs(xr, wr, br, layer.split, layer.stride, layer.padding, layer.dilation)
     torch.testing.assert_close(out.double(), out_r, rtol=1e-4, atol=1e-4)
     grad = torch.randn_like(out_r)
     grads = torch.autograd.grad(out, [xe, layer.weight, layer.bias], grad.float())
